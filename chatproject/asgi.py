@@ -1,0 +1,29 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets through the origin check and
+authentication to the messaging routes.
+
+    daphne -b 127.0.0.1 -p 8000 chatproject.asgi:application
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
+
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+
+from messaging.routing import websocket_urlpatterns  # noqa: E402
+from messaging.ws_auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginCheckMiddleware(
+            SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)

@@ -1,0 +1,158 @@
+"""Real server processes for end-to-end tests: daphne, Celery workers.
+
+They run against the test database that pytest-django created (the test must use
+`django_db(transaction=True)` so that the processes see its rows) and the Redis of
+`REDIS_URL`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_stack() -> None:
+    """Fail (never skip) when the real services are not configured."""
+    if not settings.REDIS_URL or connection.vendor != "postgresql":
+        raise RuntimeError("this test needs PostgreSQL and Redis: set DATABASE_URL and REDIS_URL")
+
+
+def test_database_url() -> str:
+    db = connection.settings_dict
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "SECRET_KEY": settings.SECRET_KEY,
+            "DEBUG": "false",
+            "FAST_PASSWORD_HASHER": "true",
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], log_name: str) -> None:
+        self.args = args
+        self.env = env
+        log_dir = ROOT / "test-artifacts" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{log_name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class DaphneServer(Process):
+    def __init__(self, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        super().__init__(
+            [
+                str(BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--websocket-max-message-size",
+                str(64 * 1024 + 1024),
+                "chatproject.asgi:application",
+            ],
+            process_env(**env),
+            f"daphne-{self.port}",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat/"
+
+    def start(self, timeout: float = 30) -> DaphneServer:
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"daphne did not become healthy:\n{self.log_tail()}")
+
+
+@contextlib.contextmanager
+def running(*processes: Process) -> Iterator[tuple[Process, ...]]:
+    started: list[Process] = []
+    try:
+        for process in processes:
+            started.append(process.start())
+        yield processes
+    finally:
+        for process in reversed(started):
+            process.stop()
