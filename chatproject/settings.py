@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "accounts",
     "messaging",
     "notifications",
+    "chatproject",
 ]
 
 MIDDLEWARE = [
