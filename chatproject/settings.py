@@ -125,7 +125,10 @@ if REDIS_URL:
             # capacity that silently drops bursts; a client that was not connected
             # catches up with `sync` from PostgreSQL, the source of truth.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "chat.layer"},
+            # Redis pub/sub channels are shared by every database number of a server:
+            # processes that must not hear each other (parallel test runs, the
+            # benchmark) set their own prefix.
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNEL_LAYER_PREFIX", default="chat.layer")},
         }
     }
 else:
