@@ -1,0 +1,177 @@
+"""The WebSocket endpoint `/ws/chat/`: one connection per tab or device, carrying all
+of a user's conversations. A thin adapter: it parses frames, calls the services and
+selectors, and shapes their results into the frames of the contract. Authentication
+happened before (messaging.ws_auth); the user is in `scope["user"]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts import presence
+from messaging import presence_events, selectors, services
+from messaging.errors import ChatError, InvalidInput, NotFound, RateLimited
+from messaging.serializers import message_dict
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHENTICATED = 4401
+
+
+def _json(frame: dict) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user: Any
+    group: str
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.group = services.user_group(self.user.pk)
+        self.last_heartbeat = 0.0
+        # Subscribe before `ready`: every message stored after `ready` reaches us.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        came_online = await self._heartbeat(force=True)
+        last_id = await database_sync_to_async(selectors.last_message_id)(user=self.user)
+        await self.accept()
+        me = {"id": self.user.pk, "username": self.user.username}
+        await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
+        presence_events.ensure_sweeper()
+        if came_online:
+            await presence_events.announce(user_id=self.user.pk, online=True)
+
+    async def disconnect(self, code: int) -> None:
+        if not getattr(self, "group", None):
+            return
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        went_offline = await database_sync_to_async(presence.presence_disconnect)(
+            user_id=self.user.pk, connection_id=self.channel_name
+        )
+        if went_offline:
+            await presence_events.announce(user_id=self.user.pk, online=False)
+
+    async def _heartbeat(self, *, force: bool = False) -> bool:
+        """Refresh this connection's presence, at most every few seconds. Returns True
+        when the user (re)appeared online."""
+        now = time.monotonic()
+        if not force and now - self.last_heartbeat < max(1.0, settings.PRESENCE_TIMEOUT_SECONDS / 4):
+            return False
+        self.last_heartbeat = now
+        return await database_sync_to_async(presence.presence_heartbeat)(
+            user_id=self.user.pk, connection_id=self.channel_name
+        )
+
+    # --- frames from the client -------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._error("bad_frame", "Frames must be JSON text, not binary.")
+            return
+        if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode("utf-8")) > MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_frame", "Frames must be JSON objects.")
+            return
+        if not isinstance(frame, dict):
+            await self._error("bad_frame", "Frames must be JSON objects.")
+            return
+        if await self._heartbeat():
+            await presence_events.announce(user_id=self.user.pk, online=True)
+        handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+        if handler is None:
+            await self._error("bad_frame", f"Unknown frame type {str(frame.get('type'))[:40]!r}.")
+            return
+        client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+        try:
+            await handler(self, frame)
+        except ChatError as exc:
+            await self._error(exc.code, exc.detail, client_id=client_id, exc=exc)
+        except Exception:
+            logger.exception("frame %r failed for user %s", frame.get("type"), self.user.pk)
+            await self._error("server_error", "Something went wrong; try again.", client_id=client_id)
+
+    async def _error(self, code: str, detail: str, *, client_id: str | None = None, exc: Exception | None = None):
+        frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail, "client_id": client_id}
+        if isinstance(exc, RateLimited):
+            frame["retry_after"] = exc.retry_after
+        await self.send(_json(frame))
+
+    async def on_send(self, frame: dict) -> None:
+        result = await database_sync_to_async(services.message_send)(
+            sender=self.user,
+            recipient_username=frame.get("to"),
+            body=frame.get("body"),
+            client_id=frame.get("client_id"),
+            origin_channel=self.channel_name,
+        )
+        payload = await database_sync_to_async(message_dict)(result.message)
+        await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
+
+    async def on_sync(self, frame: dict) -> None:
+        since = frame.get("since")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise InvalidInput("`since` must be a message id (0 for everything).")
+        messages, more = await database_sync_to_async(selectors.messages_since)(
+            user=self.user, since=since, limit=selectors.SYNC_LIMIT
+        )
+        for message in messages:
+            await self.send(_json({"type": "message", "message": message_dict(message)}))
+        last_id = messages[-1].pk if messages else since
+        await self.send(_json({"type": "synced", "last_id": last_id, "more": more}))
+
+    async def on_typing(self, frame: dict) -> None:
+        to = frame.get("to")
+        if not isinstance(to, str) or not to:
+            raise InvalidInput("`to` must be a username.")
+        peer_id = await database_sync_to_async(selectors.active_user_id)(username=to)
+        if peer_id is None:
+            raise NotFound(f"No user named {to!r}.")
+        if peer_id == self.user.pk:
+            raise InvalidInput("You cannot type to yourself.")
+        await self.channel_layer.group_send(
+            services.user_group(peer_id), {"type": "chat.typing", "from": self.user.username}
+        )
+
+    async def on_read(self, frame: dict) -> None:
+        await database_sync_to_async(services.conversation_mark_read)(
+            user=self.user, peer_username=frame.get("peer"), up_to=frame.get("up_to")
+        )
+
+    async def on_ping(self, frame: dict) -> None:
+        await self.send(_json({"type": "pong"}))
+
+    handlers = {"send": on_send, "sync": on_sync, "typing": on_typing, "read": on_read, "ping": on_ping}
+
+    # --- events from the channel layer ------------------------------------------
+
+    async def chat_message(self, event: dict) -> None:
+        if event.get("origin") == self.channel_name:
+            return  # this socket sent it and gets the ack instead
+        await self.send(_json({"type": "message", "message": event["message"]}))
+
+    async def chat_typing(self, event: dict) -> None:
+        await self.send(_json({"type": "typing", "from": event["from"]}))
+
+    async def chat_read(self, event: dict) -> None:
+        await self.send(_json({"type": "read", "by": event["by"], "peer": event["peer"], "up_to": event["up_to"]}))
+
+    async def chat_presence(self, event: dict) -> None:
+        await self.send(
+            _json({"type": "presence", "user": event["user"], "online": event["online"], "last_seen": event["last_seen"]})
+        )

@@ -1,0 +1,152 @@
+"""The recent-history cache: the newest `HISTORY_CACHE_SIZE` messages of each
+conversation, as the API serves them.
+
+It must never be wrong, so it only ever holds a true suffix of the conversation:
+- a send adds its message only to a cache entry that already exists (never starts a
+  partial one);
+- a miss fills the entry from PostgreSQL, then reads once more for messages committed
+  during the fill, so a send that committed meanwhile is not lost (messages of one
+  conversation commit in id order, see `services._lock_users`);
+- deleting or editing a message (admin) drops the entry; it refills on next read.
+
+With Redis the entry is a sorted set (score: message id), updated atomically by Lua so
+that any number of processes can add at once. Without Redis (embedded mode, one
+process) a dict under a lock does the same.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from functools import cache
+
+from django.conf import settings
+
+HISTORY_CACHE_SIZE = 50
+HISTORY_CACHE_TTL = 24 * 3600
+
+# KEYS: entry. ARGV: size, ttl, then (id, json) pairs. Adds only if the entry exists.
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: entry. ARGV: size, ttl, then (id, json) pairs. Creates or extends the entry;
+# a placeholder member keeps an empty conversation's entry present.
+_FILL = """
+redis.call('ZADD', KEYS[1], 0, '')
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 2)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _key(conversation_id: int) -> str:
+    return f"chat:history:{conversation_id}"
+
+
+def _pairs(messages: list[dict]) -> list:
+    args: list = []
+    for message in messages:
+        args += [message["id"], json.dumps(message, separators=(",", ":"))]
+    return args
+
+
+class _RedisHistory:
+    def __init__(self) -> None:
+        from django_redis import get_redis_connection
+
+        self.redis = get_redis_connection("default")
+        self.append_script = self.redis.register_script(_APPEND)
+        self.fill_script = self.redis.register_script(_FILL)
+
+    def get(self, conversation_id: int) -> list[dict] | None:
+        key = _key(conversation_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.zrevrange(key, 0, -1)
+        exists, members = pipe.execute()
+        if not exists:
+            return None
+        return [json.loads(m) for m in members if m]
+
+    def append(self, conversation_id: int, messages: list[dict]) -> None:
+        self.append_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])
+
+    def fill(self, conversation_id: int, messages: list[dict]) -> None:
+        self.fill_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])
+
+    def drop(self, conversation_id: int) -> None:
+        self.redis.delete(_key(conversation_id))
+
+
+class _LocalHistory:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[int, dict[int, dict]] = {}
+
+    def get(self, conversation_id: int) -> list[dict] | None:
+        with self.lock:
+            entry = self.entries.get(conversation_id)
+            return None if entry is None else [entry[i] for i in sorted(entry, reverse=True)]
+
+    def _add(self, entry: dict[int, dict], messages: list[dict]) -> None:
+        for message in messages:
+            entry[message["id"]] = message
+        for old in sorted(entry)[:-HISTORY_CACHE_SIZE]:
+            del entry[old]
+
+    def append(self, conversation_id: int, messages: list[dict]) -> None:
+        with self.lock:
+            if conversation_id in self.entries:
+                self._add(self.entries[conversation_id], messages)
+
+    def fill(self, conversation_id: int, messages: list[dict]) -> None:
+        with self.lock:
+            self._add(self.entries.setdefault(conversation_id, {}), messages)
+
+    def drop(self, conversation_id: int) -> None:
+        with self.lock:
+            self.entries.pop(conversation_id, None)
+
+
+@cache
+def _backend() -> _RedisHistory | _LocalHistory:
+    return _RedisHistory() if settings.REDIS_URL else _LocalHistory()
+
+
+def history_cache_reset() -> None:
+    """Tests only: forget the in-process backend."""
+    _backend.cache_clear()
+
+
+def history_cached_add(*, conversation_id: int, message: dict) -> None:
+    """Call after the message committed."""
+    _backend().append(conversation_id, [message])
+
+
+def history_cached_drop(*, conversation_id: int) -> None:
+    _backend().drop(conversation_id)
+
+
+def history_recent(*, conversation_id: int, load: Callable[[int], list[dict]]) -> list[dict]:
+    """The newest messages of the conversation, newest first, from the cache or, on a
+    miss, from `load(after_id)` (messages with id > after_id, any order, at most
+    HISTORY_CACHE_SIZE newest), which then fills the cache."""
+    backend = _backend()
+    cached = backend.get(conversation_id)
+    if cached is not None:
+        return cached
+    messages = load(0)
+    backend.fill(conversation_id, messages)
+    newest = max((m["id"] for m in messages), default=0)
+    # Sends that committed after `load(0)` but before the entry existed added nothing.
+    late = load(newest)
+    if late:
+        backend.fill(conversation_id, late)
+    return backend.get(conversation_id) or []

@@ -1,0 +1,67 @@
+"""Telling conversation partners when someone comes online or goes offline.
+
+`accounts.presence` knows who is online; this module knows who cares (everyone who
+shares a conversation with them) and sends them `presence` frames. A background sweep
+in every web process reports users whose connections all expired without closing (a
+crashed process); `presence_sweep` hands each such user to exactly one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from accounts import presence
+from accounts.models import User
+from messaging.selectors import conversation_peer_ids
+from messaging.serializers import iso_utc
+
+logger = logging.getLogger(__name__)
+
+_sweepers: dict[int, asyncio.Task] = {}
+
+
+@database_sync_to_async
+def _presence_event(user_id: int, online: bool) -> tuple[list[int], dict] | None:
+    user = User.objects.filter(pk=user_id).only("username", "last_seen").first()
+    if user is None:
+        return None
+    event = {"type": "chat.presence", "user": user.username, "online": online, "last_seen": iso_utc(user.last_seen)}
+    return conversation_peer_ids(user_id=user_id), event
+
+
+async def announce(*, user_id: int, online: bool) -> None:
+    found = await _presence_event(user_id, online)
+    if found is None:
+        return
+    peer_ids, event = found
+    layer = get_channel_layer()
+    for peer_id in peer_ids:
+        try:
+            await layer.group_send(f"user.{peer_id}", event)
+        except Exception:
+            logger.exception("presence delivery to user %s failed", peer_id)
+
+
+async def _sweep_forever() -> None:
+    interval = max(1.0, settings.PRESENCE_TIMEOUT_SECONDS / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            gone = await database_sync_to_async(presence.presence_sweep)()
+            for user_id in gone:
+                await announce(user_id=user_id, online=False)
+        except Exception:
+            logger.exception("presence sweep failed")
+
+
+def ensure_sweeper() -> None:
+    """Start this process's sweep on its event loop, once."""
+    loop = asyncio.get_running_loop()
+    task = _sweepers.get(id(loop))
+    if task is None or task.done():
+        _sweepers[id(loop)] = loop.create_task(_sweep_forever())

@@ -1,0 +1,370 @@
+"""The WebSocket protocol, through the real ASGI application."""
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import transaction
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from accounts.tests.factories import UserFactory
+from chatproject.asgi import application
+from messaging import selectors, ws_auth
+from messaging.models import Message
+from messaging.services import message_send
+from messaging.tests.ws import Client, connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def send(client: Client, to: str, body: str, client_id: str | None = None) -> dict:
+    frame = {"type": "send", "to": to, "body": body}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    await client.send(frame)
+    return await client.recv_type("ack")
+
+
+async def raw(headers=None) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers or [])
+    return communicator
+
+
+# --- authentication --------------------------------------------------------------
+
+
+async def test_token_auth_gets_ready_with_the_user_and_last_message_id(alice, bob):
+    stored = await sync_to_async(message_send)(sender=bob, recipient_username="alice", body="hi")
+    client = await connect(alice)
+    assert client.ready == {
+        "type": "ready",
+        "user": {"id": alice.pk, "username": "alice"},
+        "last_message_id": stored.message.pk,
+    }
+    await client.close()
+
+
+@pytest.mark.parametrize("token_kind", ["garbage", "refresh", "expired"])
+async def test_a_bad_refresh_or_expired_token_closes_with_4401(alice, token_kind):
+    if token_kind == "refresh":
+        token = str(await sync_to_async(RefreshToken.for_user)(alice))
+    elif token_kind == "expired":
+        access = AccessToken.for_user(alice)
+        access.set_exp(lifetime=-timedelta(seconds=1))
+        token = str(access)
+    else:
+        token = "not-a-token"
+    communicator = await raw()
+    assert (await communicator.connect())[0]
+    await communicator.send_to(text_data=json.dumps({"type": "auth", "token": token}))
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_first_frame_that_is_not_auth_closes_with_4401(alice):
+    communicator = await raw()
+    await communicator.connect()
+    await communicator.send_to(text_data=json.dumps({"type": "ping"}))
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_silence_instead_of_auth_closes_with_4401(alice, monkeypatch):
+    monkeypatch.setattr(ws_auth, "AUTH_TIMEOUT_SECONDS", 0.2)
+    communicator = await raw()
+    await communicator.connect()
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_deactivated_users_token_is_refused(alice):
+    token = str(AccessToken.for_user(alice))
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    communicator = await raw()
+    await communicator.connect()
+    await communicator.send_to(text_data=json.dumps({"type": "auth", "token": token}))
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+async def _session_cookie(user) -> bytes:
+    from django.test import Client as HttpClient
+
+    http = HttpClient()
+    await sync_to_async(http.force_login)(user)
+    return f"sessionid={http.cookies['sessionid'].value}".encode()
+
+
+async def test_a_browser_session_with_an_allowed_origin_is_authenticated(alice):
+    cookie = await _session_cookie(alice)
+    communicator = await raw([(b"origin", b"http://localhost"), (b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert connected
+    ready = json.loads(await communicator.receive_from(3))
+    assert ready["type"] == "ready" and ready["user"]["username"] == "alice"
+    await communicator.disconnect()
+
+
+async def test_a_foreign_origin_is_refused_at_the_handshake_even_with_a_valid_session(alice):
+    cookie = await _session_cookie(alice)
+    communicator = await raw([(b"origin", b"http://evil.example"), (b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_a_session_cookie_without_origin_is_not_used(alice):
+    cookie = await _session_cookie(alice)
+    communicator = await raw([(b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert connected  # accepted, but it must authenticate with a token
+    await communicator.send_to(text_data=json.dumps({"type": "ping"}))
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+# --- send / ack / message ---------------------------------------------------------
+
+
+async def test_a_message_reaches_every_socket_of_both_people_and_the_sender_gets_an_ack(alice, bob):
+    alice_tab1, alice_tab2 = await connect(alice), await connect(alice)
+    bob_tab1, bob_tab2 = await connect(bob), await connect(bob)
+    ack = await send(alice_tab1, "bob", "hello bob", "c-1")
+    message = ack["message"]
+    assert ack["client_id"] == "c-1"
+    assert message["sender"] == "alice" and message["recipient"] == "bob" and message["body"] == "hello bob"
+    assert message["client_id"] == "c-1" and message["created_at"].endswith("Z")
+    for other in (alice_tab2, bob_tab1, bob_tab2):
+        assert await other.recv_type("message") == {"type": "message", "message": message}
+    assert await alice_tab1.nothing()
+    for client in (alice_tab1, alice_tab2, bob_tab1, bob_tab2):
+        await client.close()
+
+
+async def test_a_retry_with_the_same_client_id_gets_the_same_ack_and_stores_nothing_new(alice, bob):
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
+    first = await send(alice_ws, "bob", "once", "retry-1")
+    await bob_ws.recv_type("message")
+    second = await send(alice_ws, "bob", "once", "retry-1")
+    assert second == first
+    assert await bob_ws.nothing()
+    assert await Message.objects.filter(sender=alice).acount() == 1
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_concurrent_retries_store_one_row_and_ack_the_same_message(alice, bob):
+    tabs = [await connect(alice) for _ in range(4)]
+    for tab in tabs:
+        await tab.send({"type": "send", "to": "bob", "body": "race", "client_id": "same"})
+    acks = [await tab.recv_type("ack") for tab in tabs]
+    assert len({ack["message"]["id"] for ack in acks}) == 1
+    assert await Message.objects.filter(sender=alice, client_id="same").acount() == 1
+    for tab in tabs:
+        await tab.close()
+
+
+async def test_messages_arrive_in_order(alice, bob):
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
+    for i in range(20):
+        await alice_ws.send({"type": "send", "to": "bob", "body": f"m{i}", "client_id": f"o-{i}"})
+    received = [(await bob_ws.recv_type("message"))["message"] for _ in range(20)]
+    assert [m["body"] for m in received] == [f"m{i}" for i in range(20)]
+    assert [m["id"] for m in received] == sorted(m["id"] for m in received)
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_a_message_sent_over_rest_or_a_service_reaches_the_sockets(alice, bob):
+    bob_ws = await connect(bob)
+    stored = await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="from rest")
+    frame = await bob_ws.recv_type("message")
+    assert frame["message"]["id"] == stored.message.pk
+    await bob_ws.close()
+
+
+async def test_a_message_in_a_rolled_back_transaction_is_never_delivered(alice, bob):
+    bob_ws = await connect(bob)
+
+    def send_then_fail():
+        with transaction.atomic():
+            message_send(sender=alice, recipient_username="bob", body="ghost")
+            raise RuntimeError("rollback")
+
+    with pytest.raises(RuntimeError):
+        await sync_to_async(send_then_fail)()
+    assert await bob_ws.nothing(0.5)
+    assert not await Message.objects.filter(body="ghost").aexists()
+    await bob_ws.close()
+
+
+# --- sync -------------------------------------------------------------------------
+
+
+async def test_sync_returns_exactly_what_was_missed_oldest_first(alice, bob, carol):
+    before = await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="seen")
+    missed = []
+    for sender, to, body in [(alice, "bob", "a"), (bob, "alice", "b"), (carol, "bob", "c")]:
+        missed.append((await sync_to_async(message_send)(sender=sender, recipient_username=to, body=body)).message)
+    await sync_to_async(message_send)(sender=alice, recipient_username="carol", body="not for bob")
+    bob_ws = await connect(bob)
+    await bob_ws.send({"type": "sync", "since": before.message.pk})
+    frames = [await bob_ws.recv_type("message") for _ in range(3)]
+    assert [f["message"]["id"] for f in frames] == [m.pk for m in missed]
+    assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": missed[-1].pk, "more": False}
+    await bob_ws.close()
+
+
+async def test_sync_pages_with_more(alice, bob, monkeypatch):
+    monkeypatch.setattr(selectors, "SYNC_LIMIT", 3)
+    ids = [(await sync_to_async(message_send)(sender=alice, recipient_username="bob", body=str(i))).message.pk for i in range(5)]
+    bob_ws = await connect(bob)
+    await bob_ws.send({"type": "sync", "since": 0})
+    first = [(await bob_ws.recv_type("message"))["message"]["id"] for _ in range(3)]
+    assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": ids[2], "more": True}
+    await bob_ws.send({"type": "sync", "since": ids[2]})
+    rest = [(await bob_ws.recv_type("message"))["message"]["id"] for _ in range(2)]
+    assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": ids[4], "more": False}
+    assert first + rest == ids
+    await bob_ws.close()
+
+
+# --- typing, read, ping -----------------------------------------------------------
+
+
+async def test_typing_reaches_the_peer(alice, bob):
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
+    await alice_ws.send({"type": "typing", "to": "bob"})
+    assert await bob_ws.recv_type("typing") == {"type": "typing", "from": "alice"}
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_read_tells_the_peer_and_drops_the_unread_count(alice, bob):
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
+    ack = await send(bob_ws, "alice", "read me")
+    await alice_ws.recv_type("message")
+    rows = await sync_to_async(lambda: list(selectors.conversation_list(user=alice)))()
+    assert rows[0].unread_count == 1
+    await alice_ws.send({"type": "read", "peer": "bob", "up_to": ack["message"]["id"]})
+    frame = await bob_ws.recv_type("read")
+    assert frame["by"] == "alice" and frame["up_to"] == ack["message"]["id"]
+    rows = await sync_to_async(lambda: list(selectors.conversation_list(user=alice)))()
+    assert rows[0].unread_count == 0
+    assert (await sync_to_async(lambda: list(selectors.conversation_list(user=bob)))())[0].peer_read_up_to == ack[
+        "message"
+    ]["id"]
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_ping_gets_pong(alice):
+    client = await connect(alice)
+    await client.send({"type": "ping"})
+    assert await client.recv_type("pong") == {"type": "pong"}
+    await client.close()
+
+
+# --- errors keep the connection open -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        ('"a string"', "bad_frame"),
+        ({"type": "dance"}, "bad_frame"),
+        ({"no": "type"}, "bad_frame"),
+        ({"type": "send", "to": "bob"}, "validation"),
+        ({"type": "send", "to": "bob", "body": ""}, "validation"),
+        ({"type": "send", "to": "bob", "body": "   \n"}, "validation"),
+        ({"type": "send", "to": "bob", "body": "x" * 4001}, "validation"),
+        ({"type": "send", "to": "bob", "body": 42}, "validation"),
+        ({"type": "send", "body": "hi"}, "validation"),
+        ({"type": "send", "to": "alice", "body": "me"}, "validation"),
+        ({"type": "send", "to": "nobody", "body": "hi"}, "not_found"),
+        ({"type": "send", "to": "bob", "body": "hi", "client_id": 7}, "validation"),
+        ({"type": "send", "to": "bob", "body": "hi", "client_id": "x" * 65}, "validation"),
+        ({"type": "sync"}, "validation"),
+        ({"type": "sync", "since": -1}, "validation"),
+        ({"type": "sync", "since": "5"}, "validation"),
+        ({"type": "typing", "to": "nobody"}, "not_found"),
+        ({"type": "typing"}, "validation"),
+        ({"type": "read", "peer": "bob", "up_to": "x"}, "validation"),
+        ({"type": "read", "peer": "carol", "up_to": 1}, "not_found"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_stays_open(alice, bob, carol, frame, code):
+    client = await connect(alice)
+    await client.send(frame)
+    error = await client.recv_type("error")
+    assert error["code"] == code and error["detail"]
+    await client.send({"type": "ping"})
+    assert await client.recv_type("pong") == {"type": "pong"}
+    assert not await Message.objects.aexists()
+    await client.close()
+
+
+async def test_an_error_names_the_client_id_of_the_failed_send(alice, bob):
+    client = await connect(alice)
+    await client.send({"type": "send", "to": "nobody", "body": "hi", "client_id": "c-9"})
+    assert (await client.recv_type("error"))["client_id"] == "c-9"
+    await client.close()
+
+
+async def test_binary_frames_are_a_bad_frame(alice):
+    client = await connect(alice)
+    await client.ws.send_to(bytes_data=b"\x00\x01")
+    assert (await client.recv_type("error"))["code"] == "bad_frame"
+    await client.close()
+
+
+async def test_a_frame_over_64_kib_closes_with_1009(alice, bob):
+    client = await connect(alice)
+    await client.send({"type": "send", "to": "bob", "body": "é" * 40000})
+    assert await client.ws.receive_output(3) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_the_rate_limit_answers_rate_limited_with_retry_after(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT = (3, 10)
+    client = await connect(alice)
+    for i in range(3):
+        await send(client, "bob", f"ok {i}")
+    await client.send({"type": "send", "to": "bob", "body": "too many", "client_id": "late"})
+    error = await client.recv_type("error")
+    assert error["code"] == "rate_limited" and 1 <= error["retry_after"] <= 10 and error["client_id"] == "late"
+    assert await Message.objects.acount() == 3
+    await client.close()
+
+
+# --- presence ---------------------------------------------------------------------
+
+
+async def test_partners_see_presence_change_when_the_last_tab_closes(alice, bob):
+    await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="hi")
+    alice_ws = await connect(alice)
+    bob_tab1 = await connect(bob)
+    assert (await alice_ws.recv_type("presence"))["online"] is True
+    bob_tab2 = await connect(bob)
+    await bob_tab1.close()
+    assert await alice_ws.nothing(0.3, ignore=())
+    await bob_tab2.close()
+    frame = await alice_ws.recv_type("presence")
+    assert frame["user"] == "bob" and frame["online"] is False and frame["last_seen"]
+    await alice_ws.close()
+
+
+async def test_strangers_get_no_presence_frames(alice):
+    stranger = await sync_to_async(UserFactory)(username="stranger")
+    alice_ws = await connect(alice)
+    stranger_ws = await connect(stranger)
+    await stranger_ws.close()
+    assert await alice_ws.nothing(0.3, ignore=())
+    await alice_ws.close()
+
+
+async def test_many_sockets_do_not_disturb_each_other(alice, bob):
+    clients = await asyncio.gather(*(connect(alice) for _ in range(5)))
+    await clients[0].send({"type": "ping"})
+    assert await clients[0].recv_type("pong")
+    for client in clients:
+        await client.close()
