@@ -129,5 +129,3 @@ def _int_param(request: Request, name: str, *, default, minimum: int, maximum: i
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise serializers.ValidationError({name: [f"Must be {bounds}."]})
     return value
-
-

@@ -173,5 +173,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def chat_presence(self, event: dict) -> None:
         await self.send(
-            _json({"type": "presence", "user": event["user"], "online": event["online"], "last_seen": event["last_seen"]})
+            _json(
+                {"type": "presence", "user": event["user"], "online": event["online"], "last_seen": event["last_seen"]}
+            )
         )

@@ -76,7 +76,9 @@ class _RedisHistory:
         return [json.loads(m) for m in members if m]
 
     def append(self, conversation_id: int, messages: list[dict]) -> None:
-        self.append_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])
+        self.append_script(
+            keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)]
+        )
 
     def fill(self, conversation_id: int, messages: list[dict]) -> None:
         self.fill_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])

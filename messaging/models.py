@@ -59,7 +59,7 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # What the sender's client called this message; a retry with the same id is the
     # same message.
-    client_id = models.CharField(max_length=MAX_CLIENT_ID_LENGTH, null=True, blank=True)
+    client_id = models.CharField(max_length=MAX_CLIENT_ID_LENGTH, null=True, blank=True)  # noqa: DJ001 - null: none given, unique only when given
 
     class Meta:
         constraints = [

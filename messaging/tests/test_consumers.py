@@ -215,7 +215,10 @@ async def test_sync_returns_exactly_what_was_missed_oldest_first(alice, bob, car
 
 async def test_sync_pages_with_more(alice, bob, monkeypatch):
     monkeypatch.setattr(selectors, "SYNC_LIMIT", 3)
-    ids = [(await sync_to_async(message_send)(sender=alice, recipient_username="bob", body=str(i))).message.pk for i in range(5)]
+    ids = [
+        (await sync_to_async(message_send)(sender=alice, recipient_username="bob", body=str(i))).message.pk
+        for i in range(5)
+    ]
     bob_ws = await connect(bob)
     await bob_ws.send({"type": "sync", "since": 0})
     first = [(await bob_ws.recv_type("message"))["message"]["id"] for _ in range(3)]
