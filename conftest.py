@@ -13,6 +13,7 @@ def _clean_cache_and_presence():
     from django.core.cache import cache
 
     from accounts import presence
+    from messaging import history
 
     if settings.REDIS_URL:
         from django_redis import get_redis_connection
@@ -20,6 +21,7 @@ def _clean_cache_and_presence():
         get_redis_connection("default").flushdb()
     cache.clear()
     presence.presence_reset()
+    history.history_cache_reset()
     yield
 
 
