@@ -1,0 +1,164 @@
+"""One run: a system (the project or a baseline) on one or more server processes,
+through connect, warm-up, paced, burst, history (the project only) and idle phases,
+then the correctness checks against what the client saw and what PostgreSQL holds."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from argparse import Namespace
+from collections.abc import Callable
+
+from websockets.protocol import State
+
+from bench import stack
+from bench.checks import check_delivery
+from bench.client import ChatClient, User, close_idle, idle_connections
+from bench.procs import CHANNELS_RELAY, PROJECT, make_server
+from bench.profiling import Profiler
+from bench.sysstat import UsageMeter, process_rss_bytes
+from tests.procs import running
+
+IDLE_CONCURRENCY = 64
+
+
+def build_users(rows: list[tuple[int, str]], tokens: list[str]) -> list[User]:
+    """Users with three peers each: the neighbours on a ring and the one opposite, so
+    that conversations overlap (each user is in three) and both sides send."""
+    users = [User(i, pk, name, token) for i, ((pk, name), token) in enumerate(zip(rows, tokens, strict=True))]
+    n = len(users)
+    for user in users:
+        user.peers = [users[(user.index + 1) % n], users[(user.index - 1) % n], users[(user.index + n // 2) % n]]
+    return users
+
+
+def run_system(
+    system: str,
+    processes: int,
+    args: Namespace,
+    chat_rows: list[tuple[int, str]],
+    idle_rows: list[tuple[int, str]],
+    log: Callable[[str], None],
+) -> dict:
+    tag = f"{system}-{processes}p-{secrets.token_hex(3)}"
+    label = f"{system} × {processes}"
+    env = {
+        # Our own pub/sub namespace: nobody else's processes hear the benchmark.
+        "CHANNEL_LAYER_PREFIX": f"bench.{tag}",
+        "CHAT_RATE_LIMIT": args.chat_rate_limit,
+    }
+    with_idle = processes == 1 and args.idle > 0
+    users = build_users(chat_rows, stack.mint_tokens([pk for pk, _ in chat_rows]))
+    idle_users = build_users(idle_rows, stack.mint_tokens([pk for pk, _ in idle_rows])) if with_idle else []
+    servers = [make_server(system, env, stack.RELAY_TABLE) for _ in range(processes)]
+    log(f"{label}: starting {processes} server process(es)")
+    started = time.perf_counter()
+    with running(*servers):
+        log(f"{label}: servers up in {time.perf_counter() - started:.1f} s (pids {[s.pid for s in servers]})")
+        client = ChatClient(tag)
+        phases = asyncio.run(drive(system, servers, client, users, idle_users, args, label, log))
+    stored = None if system == CHANNELS_RELAY else stack.stored_client_ids(system, tag)
+    correctness = check_delivery(client, stored)
+    log(
+        f"{label}: lost {correctness['lost']}, duplicated {correctness['duplicated']}, "
+        f"out of order {correctness['out_of_order']} ({correctness['acked']}/{correctness['sent']} acked)"
+    )
+    return {
+        "system": system,
+        "processes": processes,
+        "label": label,
+        "run_tag": tag,
+        "sockets": len(client.sockets),
+        "server_logs": [str(s.log_path) for s in servers],
+        "phases": phases,
+        "correctness": correctness,
+    }
+
+
+async def drive(
+    system: str,
+    servers: list,
+    client: ChatClient,
+    users: list[User],
+    idle_users: list[User],
+    args: Namespace,
+    label: str,
+    log: Callable[[str], None],
+) -> dict:
+    pids = {f"server{i}": s.pid for i, s in enumerate(servers)}
+    ws_urls = [s.ws_url for s in servers]
+    phases: dict = {}
+
+    started = time.perf_counter()
+    await client.connect_users(users, ws_urls, args.extra_socket_every)
+    phases["connect"] = {"sockets": len(client.sockets), "seconds": round(time.perf_counter() - started, 3)}
+    phases["warmup"] = await client.warmup()
+    log(f"{label}: {len(client.sockets)} sockets connected, warm-up {phases['warmup']}")
+
+    with UsageMeter(pids) as meter:
+        phases["paced"] = await client.paced("paced", args.rate, args.paced_seconds)
+    phases["paced"]["usage"] = meter.usage.as_dict()
+    log(f"{label}: paced {_brief(phases['paced'])}")
+
+    profiler = Profiler(servers[0].pid, f"{client.run_tag}-burst") if args.profile and system == PROJECT else None
+    if profiler:
+        profiler.start()
+    with UsageMeter(pids) as meter:
+        phases["burst"] = await client.burst("burst", args.burst)
+    phases["burst"]["usage"] = meter.usage.as_dict()
+    if profiler:
+        phases["burst"]["profile"] = profiler.stop()
+    log(f"{label}: burst {phases['burst']['delivered_per_second']} msg/s, complete {phases['burst']['complete']}")
+
+    if system == PROJECT and args.history_seconds > 0:
+
+        def pick(rnd):
+            user = rnd.choice(users)
+            return user, rnd.choice(user.peers)
+
+        with UsageMeter(pids) as meter:
+            chat, history = await asyncio.gather(
+                client.paced("history", args.rate, args.history_seconds),
+                client.history([s.url for s in servers], args.history_seconds, args.history_workers, pick),
+            )
+        phases["history"] = {**history, "chat_during": chat, "usage": meter.usage.as_dict()}
+        log(f"{label}: history {history['pages_per_second']} pages/s, p99 {history['latency']['p99_ms']} ms")
+
+    await client.close()
+
+    if idle_users:
+        await asyncio.sleep(1)  # let the closed chat sockets be cleaned up
+        rss_before = process_rss_bytes(servers[0].pid)
+        with UsageMeter(pids) as meter:
+            connections, idle = await idle_connections(
+                ws_urls[0],
+                idle_users,
+                args.idle_seconds,
+                IDLE_CONCURRENCY,
+                on_progress=lambda n: log(f"{label}: {n} idle connections"),
+            )
+        await asyncio.sleep(1)
+        rss_after = process_rss_bytes(servers[0].pid)
+        alive = sum(1 for ws in connections if ws.state is State.OPEN)
+        idle.update(
+            {
+                "alive_after_1s": alive,
+                "rss_before_mb": round(rss_before / 2**20, 1),
+                "rss_after_mb": round(rss_after / 2**20, 1),
+                "bytes_per_connection": round((rss_after - rss_before) / len(connections)) if connections else None,
+                "usage": meter.usage.as_dict(),
+            }
+        )
+        phases["idle"] = idle
+        log(f"{label}: idle {idle['connections']} connections, {idle['connections_per_second']}/s")
+        await close_idle(connections)
+    return phases
+
+
+def _brief(phase: dict) -> str:
+    latency = phase["latency"]
+    return (
+        f"{phase['achieved_send_rate']} msg/s sent, p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
+        f"complete {phase['complete']}"
+    )

@@ -1,0 +1,77 @@
+"""CPU and memory of processes and of the machine, read from /proc (Linux only)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all of its threads."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name may contain spaces; the fields after its closing ')' do not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class Usage:
+    """CPU used during a stretch of wall time, as a share of one core (1.0 = one core
+    fully busy), per watched process and for the whole machine (cores summed)."""
+
+    wall_seconds: float
+    processes: dict[str, float]
+    machine_cores_busy: float
+
+    def as_dict(self) -> dict:
+        return {
+            "wall_seconds": round(self.wall_seconds, 3),
+            "cpu_cores": {name: round(value, 3) for name, value in self.processes.items()},
+            "machine_cores_busy": round(self.machine_cores_busy, 3),
+        }
+
+
+class UsageMeter:
+    """Watch named processes (the benchmark client is `client`) over one phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {"client": os.getpid(), **pids}
+
+    def __enter__(self) -> UsageMeter:
+        self.started = time.perf_counter()
+        self.cpu = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.machine = machine_busy_ticks()
+        self.usage: Usage | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.started
+        busy, total = machine_busy_ticks()
+        cores = os.cpu_count() or 1
+        machine = (busy - self.machine[0]) / max(1, total - self.machine[1]) * cores
+        processes = {}
+        for name, pid in self.pids.items():
+            try:
+                processes[name] = (process_cpu_seconds(pid) - self.cpu[name]) / wall
+            except FileNotFoundError:
+                processes[name] = float("nan")
+        self.usage = Usage(wall, processes, machine)
