@@ -29,8 +29,6 @@ logger = logging.getLogger(__name__)
 POLLING_TIMEOUT = 25
 MAX_RESTART_DELAY = 60.0
 
-router = Router(name="notifications")
-
 
 def _settings_url() -> str:
     return f"{settings.SITE_URL}/settings/"
@@ -71,7 +69,6 @@ def _db(func):
     return sync_to_async(call, thread_sensitive=True)
 
 
-@router.message(CommandStart(deep_link=True))
 async def start_with_token(message: Message, command: CommandObject) -> None:
     if message.chat.type != "private":
         await message.answer("Please link me in a private chat with me, not in a group.")
@@ -87,17 +84,14 @@ async def start_with_token(message: Message, command: CommandObject) -> None:
     )
 
 
-@router.message(CommandStart())
 async def start_bare(message: Message) -> None:
     await message.answer(_how_to_link())
 
 
-@router.message(Command("help"))
 async def help_command(message: Message) -> None:
     await message.answer(f"{HELP}\n\n{_how_to_link()}")
 
 
-@router.message(Command("stop"))
 async def stop_command(message: Message) -> None:
     user = await _db(services.telegram_unlink_chat)(chat_id=message.chat.id)
     if user is None:
@@ -106,7 +100,6 @@ async def stop_command(message: Message) -> None:
         await message.answer("Unlinked: no more notifications here. You can link again from the settings page.")
 
 
-@router.message()
 async def anything_else(message: Message) -> None:
     await message.answer("I only understand /start, /stop and /help.")
 
@@ -115,9 +108,20 @@ def telegram_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def build_router() -> Router:
+    router = Router(name="notifications")
+    # Order matters: the first handler whose filters match answers.
+    router.message.register(start_with_token, CommandStart(deep_link=True))
+    router.message.register(start_bare, CommandStart())
+    router.message.register(help_command, Command("help"))
+    router.message.register(stop_command, Command("stop"))
+    router.message.register(anything_else)
+    return router
+
+
 def build_dispatcher() -> Dispatcher:
     dispatcher = Dispatcher()
-    dispatcher.include_router(router)
+    dispatcher.include_router(build_router())
     dispatcher.startup.register(_on_startup)
     return dispatcher
 
