@@ -1,0 +1,260 @@
+"""The browser chat end to end: real daphne, PostgreSQL, Redis and headless Chromium.
+
+Two people register through the register page, find each other on the users page and
+talk; a third one writes to one of them so that the home page has something to
+reorder. Then the server is restarted under an open chat. The browser flow is slow to
+start, so it runs once, as one scenario, with screenshots along the way.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import DESKTOP, PHONE, save_screenshot, start_server
+from tests.procs import require_stack
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.e2e,
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(240),
+]
+
+PASSWORD = "a-long-and-unusual-passphrase-42"
+XSS = "<img src=x onerror=alert(1)>"
+WAIT = 15_000  # ms: generous for a loaded 2-core machine; expect() returns as soon as it holds
+
+
+class PageProblems:
+    """Collects what must never happen on a page: uncaught errors and dialogs."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+
+    def watch(self, page: Page) -> Page:
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        page.on("dialog", self._on_dialog)
+        return page
+
+    def _on_dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def register(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/accounts/register/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    page.get_by_role("button", name="Register").click()
+    expect(page).to_have_url(f"{base}/")
+
+
+def wait_connected(page: Page) -> None:
+    expect(page.locator("body")).to_have_attribute("data-socket-state", "ready", timeout=WAIT)
+
+
+def open_chat_from_users_page(page: Page, base: str, search: str, username: str) -> None:
+    page.get_by_role("link", name="All users").first.click()
+    expect(page).to_have_url(f"{base}/users/")
+    page.get_by_label("Search users").press_sequentially(search, delay=40)
+    # Live search: the list narrows while typing, without submitting the form.
+    expect(page.locator("[data-user-list] .user-row")).to_have_count(1, timeout=WAIT)
+    expect(page).to_have_url(re.compile(rf"\?q={search}$"))
+    page.locator(f'[data-user-list] .user-row[data-username="{username}"]').click()
+    expect(page).to_have_url(f"{base}/chat/{username}/")
+    wait_connected(page)
+
+
+def send(page: Page, text: str) -> None:
+    composer = page.get_by_label(re.compile(r"^Message to "))
+    composer.fill(text)
+    composer.press("Enter")
+    expect(composer).to_have_value("")
+
+
+def message(page: Page, text: str):
+    return page.locator(".msg").filter(has=page.locator(".msg-body", has_text=text))
+
+
+def rest_send(page: Page, base: str, to: str, body: str) -> dict:
+    """A REST send with the browser session of `page`'s context, CSRF token and all."""
+    cookies = {c["name"]: c["value"] for c in page.context.cookies(base)}
+    response = page.context.request.post(
+        f"{base}/api/conversations/{to}/messages/",
+        data={"body": body},
+        headers={"X-CSRFToken": cookies["csrftoken"], "Referer": f"{base}/chat/{to}/"},
+    )
+    assert response.status == 201, response.text()
+    return response.json()
+
+
+def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server_process, browser):
+    require_stack()
+    server = live_server_process
+    base = server.url
+    problems = PageProblems()
+    alice_context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+    bob_context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+    carol_context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+    try:
+        # Others on the users page. Through the API: Playwright's sync API keeps an
+        # event loop in this thread, where Django refuses ORM calls.
+        for name in ("carol", "dave", "erin", "frank"):
+            response = carol_context.request.post(
+                f"{base}/api/auth/register/", data={"username": name, "password": PASSWORD}
+            )
+            assert response.status == 201, response.text()
+        alice = problems.watch(alice_context.new_page())
+        bob = problems.watch(bob_context.new_page())
+
+        # --- Register through the page; the new home page points to the users page.
+        register(alice, base, "alice")
+        expect(alice.locator("[data-conversations-empty]")).to_be_visible()
+        expect(alice.get_by_role("link", name="Find people to talk to")).to_be_visible()
+        register(bob, base, "bob")
+
+        # --- Find each other on the users page, open the chat.
+        open_chat_from_users_page(alice, base, "bo", "bob")
+        expect(alice.get_by_text("No messages yet")).to_be_visible()
+        open_chat_from_users_page(bob, base, "ali", "alice")
+
+        # --- A message appears at once, is acknowledged, reaches bob live, gets read.
+        send(alice, "Hi Bob! Lunch at noon?")
+        first = message(alice, "Hi Bob! Lunch at noon?")
+        expect(first).to_have_count(1)
+        expect(message(bob, "Hi Bob! Lunch at noon?")).to_have_count(1, timeout=WAIT)
+        # bob's tab is visible and at the bottom, so he reads it and alice sees that.
+        expect(first).to_have_attribute("data-status", "read", timeout=WAIT)
+
+        # --- Typing, then an answer with a link, made clickable safely.
+        bob.get_by_label("Message to alice").press_sequentially("Sure", delay=30)
+        expect(alice.locator("[data-typing]")).to_be_visible(timeout=WAIT)
+        expect(alice.locator("[data-peer-status]")).to_have_text("typing…")
+        bob.get_by_label("Message to alice").fill("Sure! The menu: https://example.com/menu?day=mon.")
+        bob.get_by_label("Message to alice").press("Enter")
+        answer = message(alice, "Sure! The menu")
+        expect(answer).to_have_count(1, timeout=WAIT)
+        expect(alice.locator("[data-typing]")).to_be_hidden()
+        link = answer.get_by_role("link")
+        expect(link).to_have_attribute("href", "https://example.com/menu?day=mon")
+        expect(link).to_have_attribute("rel", "noopener noreferrer")
+        expect(message(bob, "Sure! The menu")).to_have_attribute("data-status", "read", timeout=WAIT)
+        expect(alice.locator("[data-peer-status]")).to_have_text("online")
+
+        # --- Markup in a message is text, on both sides; no dialog ever opens.
+        send(alice, XSS)
+        expect(message(alice, XSS)).to_have_attribute("data-status", re.compile("sent|read"), timeout=WAIT)
+        expect(message(bob, XSS)).to_have_count(1, timeout=WAIT)
+        for page in (alice, bob):
+            expect(page.locator(".msg-body img")).to_have_count(0)
+            assert page.locator(".msg-body").filter(has_text=XSS).first.inner_text() == XSS
+        send(alice, "Multi-line works too:\nline two")
+        expect(message(alice, "line two")).to_have_attribute("data-status", "read", timeout=WAIT)
+
+        # --- Home page: badges and ordering are live.
+        bob.get_by_role("link", name="Back to chats").click()
+        expect(bob).to_have_url(f"{base}/")
+        wait_connected(bob)
+        rows = bob.locator("[data-conversations] > li")
+        expect(rows).to_have_count(1)
+        alice_row = rows.filter(has=bob.locator(".conversation-name", has_text="alice"))
+        expect(alice_row.locator("[data-unread]")).to_be_hidden()
+        expect(alice_row.locator("[data-preview]")).to_contain_text("line two")
+
+        carol = problems.watch(carol_context.new_page())
+        carol.goto(f"{base}/accounts/login/")
+        carol.get_by_label("Username").fill("carol")
+        carol.get_by_label("Password").fill(PASSWORD)
+        carol.get_by_role("button", name="Log in").click()
+        expect(carol).to_have_url(f"{base}/")
+        carol.goto(f"{base}/chat/bob/")
+        wait_connected(carol)
+        send(carol, "Hey bob, are you coming to the meetup tonight?")
+        expect(rows).to_have_count(2, timeout=WAIT)
+        expect(rows.first).to_have_attribute("data-peer", "carol")
+        expect(rows.first.locator("[data-unread]")).to_have_text("1")
+        expect(bob).to_have_title("(1) Chats · Messenger")
+
+        send(alice, "See you there 🙂")
+        send(alice, "I'll bring the slides")
+        expect(rows.first).to_have_attribute("data-peer", "alice", timeout=WAIT)
+        expect(rows.first.locator("[data-unread]")).to_have_text("2")
+        expect(rows.first.locator("[data-preview]")).to_have_text("I'll bring the slides")
+        expect(rows.nth(1).locator("[data-preview]")).to_contain_text("meetup tonight")
+        expect(bob).to_have_title("(3) Chats · Messenger")
+        expect(alice.locator('.msg[data-status="sent"]')).to_have_count(2)  # bob is not reading
+
+        # --- On carol's home, her own last message reads "You: …".
+        carol.goto(f"{base}/")
+        carol_preview = carol.locator('[data-peer="bob"] [data-preview]')
+        expect(carol_preview).to_have_text("You: Hey bob, are you coming to the meetup tonight?")
+
+        # --- Screenshots: desktop, then phone width.
+        bob.locator("[data-conversations]").hover()
+        save_screenshot(bob, "home-desktop")
+        alice.get_by_role("link", name="All users").first.click()
+        expect(alice.locator("[data-user-list] .user-row")).to_have_count(5)
+        save_screenshot(alice, "users-desktop")
+        alice.goto(f"{base}/chat/bob/")
+        expect(message(alice, "I'll bring the slides")).to_be_visible()
+        wait_connected(alice)
+        alice.get_by_label("Message to bob").fill("Draft: remember the projector")
+        save_screenshot(alice, "chat-desktop", docs_copy="chat.png")
+        for page in (alice, bob):
+            page.set_viewport_size(PHONE)
+        save_screenshot(bob, "home-phone")
+        save_screenshot(alice, "chat-phone")
+        bob.goto(f"{base}/users/")
+        save_screenshot(bob, "users-phone")
+
+        # --- The draft is kept per conversation.
+        alice.reload()
+        expect(alice.get_by_label("Message to bob")).to_have_value("Draft: remember the projector")
+        alice.set_viewport_size(DESKTOP)
+        bob.set_viewport_size(DESKTOP)
+        wait_connected(alice)
+        # bob opens the chat again: the divider marks where the unread messages start.
+        bob.goto(f"{base}/chat/alice/")
+        divider = bob.locator("[data-unread-divider]")
+        expect(divider).to_be_visible()
+        expect(bob.locator("[data-unread-divider] + .msg .msg-body")).to_have_text("See you there 🙂")
+        expect(message(alice, "I'll bring the slides")).to_have_attribute("data-status", "read", timeout=WAIT)
+
+        # --- Restart the server under the open pages. While alice is cut off, bob
+        # sends over REST; when she is back her page shows each message once.
+        server.stop()
+        expect(alice.locator("[data-connection-banner]")).to_be_visible(timeout=WAIT)
+        expect(alice.locator("[data-connection-text]")).to_have_text("Reconnecting…")
+        alice_context.set_offline(True)
+        server = start_server(port=server.port)
+        try:
+            rest_send(bob, base, "alice", "Sent while you were away (1)")
+            rest_send(bob, base, "alice", "Sent while you were away (2)")
+            assert alice.locator("body").get_attribute("data-socket-state") != "ready"
+            expect(message(alice, "while you were away")).to_have_count(0)
+            alice_context.set_offline(False)
+            wait_connected(alice)
+            expect(alice.locator("[data-connection-banner]")).to_be_hidden()
+            expect(message(alice, "while you were away (1)")).to_have_count(1, timeout=WAIT)
+            expect(message(alice, "while you were away (2)")).to_have_count(1)
+            # A live message after the reconnect still arrives, and nothing came twice.
+            wait_connected(bob)
+            send(bob, "And this one live")
+            expect(message(alice, "And this one live")).to_have_count(1, timeout=WAIT)
+            ids = alice.locator(".msg[data-id]").evaluate_all("nodes => nodes.map(n => n.dataset.id)")
+            assert len(ids) == len(set(ids)), ids
+            assert alice.locator(".msg").count() == 9
+        finally:
+            server.stop()
+
+        assert problems.dialogs == []
+        assert problems.errors == []
+    finally:
+        for context in (alice_context, bob_context, carol_context):
+            context.close()
