@@ -16,14 +16,17 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
+from messaging.delivery import BindDeliveryLoop  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": OriginCheckMiddleware(
-            SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = BindDeliveryLoop(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": OriginCheckMiddleware(
+                SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

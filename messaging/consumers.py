@@ -17,6 +17,7 @@ from django.conf import settings
 
 from accounts import presence
 from messaging import presence_events, selectors, services
+from messaging.delivery import user_group
 from messaging.errors import ChatError, InvalidInput, NotFound, RateLimited
 from messaging.serializers import message_dict
 
@@ -40,7 +41,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.group = services.user_group(self.user.pk)
+        self.group = user_group(self.user.pk)
         self.last_heartbeat = 0.0
         # Subscribe before `ready`: every message stored after `ready` reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -144,9 +145,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise NotFound(f"No user named {to!r}.")
         if peer_id == self.user.pk:
             raise InvalidInput("You cannot type to yourself.")
-        await self.channel_layer.group_send(
-            services.user_group(peer_id), {"type": "chat.typing", "from": self.user.username}
-        )
+        await self.channel_layer.group_send(user_group(peer_id), {"type": "chat.typing", "from": self.user.username})
 
     async def on_read(self, frame: dict) -> None:
         await database_sync_to_async(services.conversation_mark_read)(

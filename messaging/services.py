@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -15,6 +13,7 @@ from django.db.models.functions import Coalesce, Greatest
 from accounts.models import User
 from accounts.selectors import user_get_active
 from messaging import history
+from messaging.delivery import deliver
 from messaging.errors import InvalidInput, NotFound
 from messaging.models import MAX_BODY_LENGTH, MAX_CLIENT_ID_LENGTH, Conversation, Membership, Message
 from messaging.ratelimit import send_rate_check
@@ -22,11 +21,6 @@ from messaging.serializers import message_dict
 from messaging.signals import message_stored, messages_read
 
 logger = logging.getLogger(__name__)
-
-
-def user_group(user_id: int) -> str:
-    """The channel-layer group that every socket of the user joins."""
-    return f"user.{user_id}"
 
 
 @dataclass(frozen=True)
@@ -172,21 +166,6 @@ def _drop_history_quietly(conversation_id: int) -> None:
         history.history_cached_drop(conversation_id=conversation_id)
     except Exception:
         logger.exception("history cache drop failed for conversation %s", conversation_id)
-
-
-def deliver(*, user_ids: list[int], event: dict) -> None:
-    """Send a channel-layer event to every socket of these users, on any process.
-
-    Delivery is best effort: a socket that misses it catches up with `sync` from
-    PostgreSQL, so a failing layer is logged, never raised into a committed send."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    for user_id in dict.fromkeys(user_ids):
-        try:
-            async_to_sync(layer.group_send)(user_group(user_id), event)
-        except Exception:
-            logger.exception("delivery to user %s failed", user_id)
 
 
 def conversation_mark_read(*, user: User, peer_username: str, up_to: object) -> int:

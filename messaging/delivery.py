@@ -1,0 +1,104 @@
+"""Delivery of channel-layer events to every socket of some users, on any process.
+
+Sends run in worker threads (database_sync_to_async, Django's sync views) and
+announce their message after commit. Waiting there for Redis would hold the single
+database thread of the process for a round trip per recipient; instead the event is
+handed to a queue on the server's event loop, whose one worker task publishes events
+in the order they were committed. Where no server loop runs (Celery tasks, management
+commands, plain sync tests) the event is published synchronously.
+
+Delivery is best effort by design: a socket that misses an event (Redis down, process
+killed) catches up with `sync` from PostgreSQL, the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 100_000
+
+_state_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_queue: asyncio.Queue | None = None
+_worker_task: asyncio.Task | None = None
+
+
+def user_group(user_id: int) -> str:
+    """The channel-layer group that every socket of the user joins."""
+    return f"user.{user_id}"
+
+
+async def _publish(user_ids: list[int], event: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for user_id in dict.fromkeys(user_ids):
+        try:
+            await layer.group_send(user_group(user_id), event)
+        except Exception:
+            logger.exception("delivery to user %s failed; their clients will catch up with sync", user_id)
+
+
+async def _worker(queue: asyncio.Queue) -> None:
+    while True:
+        user_ids, event = await queue.get()
+        await _publish(user_ids, event)
+
+
+def bind_loop() -> None:
+    """Make the running event loop the one that publishes. Call from async code of the
+    server (the ASGI application does, on every connection)."""
+    global _loop, _queue, _worker_task
+    loop = asyncio.get_running_loop()
+    if _loop is loop:
+        return
+    with _state_lock:
+        if _loop is not loop:
+            queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_LIMIT)
+            _worker_task = loop.create_task(_worker(queue))
+            _loop, _queue = loop, queue
+
+
+def _enqueue(queue: asyncio.Queue, item: tuple[list[int], dict]) -> None:
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        logger.error("delivery queue full; dropping an event (clients will catch up with sync)")
+
+
+def deliver(*, user_ids: list[int], event: dict) -> None:
+    """Send `event` to every socket of these users. Never raises."""
+    loop, queue = _loop, _queue
+    if loop is not None and queue is not None and loop.is_running() and not loop.is_closed():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            _enqueue(queue, (user_ids, event))
+        else:
+            loop.call_soon_threadsafe(_enqueue, queue, (user_ids, event))
+        return
+    try:
+        async_to_sync(_publish)(user_ids, event)
+    except Exception:
+        logger.exception("delivery failed")
+
+
+class BindDeliveryLoop:
+    """ASGI middleware: binds the server's event loop for `deliver` on first use."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        bind_loop()
+        return await self.inner(scope, receive, send)
