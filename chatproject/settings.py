@@ -283,17 +283,32 @@ if HTTPS:
 
 # --- Logging --------------------------------------------------------------------
 
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# plain: readable lines for a terminal; json: one JSON object per line for a log
+# collector (the Docker image sets it), with `extra=` fields and tracebacks inside.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: expected plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["levelname", "name", "process", "message"],
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC, under "timestamp".
+            "timestamp": True,
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "aiogram": {"level": "INFO"},
     },
 }
+# Celery would otherwise replace the root handler with its own plain format; this way
+# the worker logs through LOGGING like every other process.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
