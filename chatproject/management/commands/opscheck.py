@@ -131,9 +131,12 @@ def check_celery_broker(timeout: float) -> str:
 
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return "not used (embedded mode: tasks run in the calling process)"
+    from kombu.utils.url import maybe_sanitize_url
+
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5, timeout=timeout)
-        return conn.as_uri()
+    # The password, if any, masked.
+    return maybe_sanitize_url(app.conf.broker_url)
 
 
 def check_celery_workers(timeout: float) -> str:
