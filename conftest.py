@@ -7,6 +7,22 @@ from rest_framework.test import APIClient
 from accounts.tests.factories import UserFactory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Async tests leave database connections open in asgiref's worker threads, which
+    would keep the test database from being dropped at the end."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache_and_presence():
     """Each test starts with an empty cache (throttle counters, history) and nobody online."""
