@@ -121,7 +121,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             client_id=frame.get("client_id"),
             origin_channel=self.channel_name,
         )
-        payload = await database_sync_to_async(message_dict)(result.message)
+        payload = message_dict(result.message)  # sender and recipient are loaded: no query
         await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
 
     async def on_sync(self, frame: dict) -> None:
