@@ -7,9 +7,11 @@ Import this only after Django is set up with the benchmark's database:
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 from tests.procs import BIN, DaphneServer, Process, free_port, process_env
 
@@ -54,24 +56,38 @@ class WebsocketsRelay(Process):
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/chat/"
 
-    def start(self, timeout: float = 30) -> WebsocketsRelay:
-        super().start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ws relay exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ws relay did not become healthy:\n{self.log_tail()}")
-
 
 def make_server(system: str, env: dict[str, str], relay_table: str) -> BenchDaphne | WebsocketsRelay:
     if system == WS_RELAY:
         return WebsocketsRelay(env, relay_table)
     return BenchDaphne(system, env)
+
+
+def _wait_healthy(server: BenchDaphne | WebsocketsRelay, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.system} exited with {server.proc.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.system} did not become healthy:\n{server.log_tail()}")
+
+
+@contextlib.contextmanager
+def running_together(servers: list[BenchDaphne | WebsocketsRelay], timeout: float = 90) -> Iterator[None]:
+    """Start the processes at once (Django's start-up is most of the wait), wait until
+    each answers /healthz, stop them all afterwards."""
+    try:
+        for server in servers:
+            Process.start(server)
+        deadline = time.monotonic() + timeout
+        for server in servers:
+            _wait_healthy(server, deadline)
+        yield
+    finally:
+        for server in reversed(servers):
+            server.stop()

@@ -1,5 +1,8 @@
 """`--profile`: sample a server process with py-spy during a phase and summarise where
-its CPU went (collapsed stacks are kept beside the results for a flame graph)."""
+its CPU went (collapsed stacks are kept beside the results for a flame graph).
+
+Only samples holding the GIL are kept (`--gil`): Python's CPU, which is what limits a
+process, not the time its threads spend waiting for PostgreSQL or Redis."""
 
 from __future__ import annotations
 
@@ -62,7 +65,19 @@ class Profiler:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "record", "--pid", str(self.pid), "--format", "raw", "--rate", "200", "--output", str(self.path)],
+            [
+                binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--gil",
+                "--output",
+                str(self.path),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

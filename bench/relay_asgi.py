@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
-django_asgi_app = get_asgi_application()
+django.setup()
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -98,9 +98,18 @@ class RelayConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(f"user.{self.user_id}", self.channel_name)
 
 
+async def healthz(scope: dict, receive: Any, send: Any) -> None:
+    """All the HTTP this relay serves: the benchmark's readiness probe."""
+    ok = scope["path"] == "/healthz"
+    await send(
+        {"type": "http.response.start", "status": 200 if ok else 404, "headers": [(b"content-type", b"text/plain")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok\n" if ok else b""})
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": healthz,
         "websocket": URLRouter([path("ws/chat/", RelayConsumer.as_asgi())]),
     }
 )

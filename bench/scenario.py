@@ -5,6 +5,7 @@ then the correctness checks against what the client saw and what PostgreSQL hold
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from argparse import Namespace
@@ -15,10 +16,9 @@ from websockets.protocol import State
 from bench import stack
 from bench.checks import check_delivery
 from bench.client import ChatClient, User, close_idle, idle_connections
-from bench.procs import CHANNELS_RELAY, PROJECT, make_server
+from bench.procs import CHANNELS_RELAY, PROJECT, make_server, running_together
 from bench.profiling import Profiler
-from bench.sysstat import UsageMeter, process_rss_bytes
-from tests.procs import running
+from bench.sysstat import Usage, UsageMeter, process_rss_bytes
 
 IDLE_CONCURRENCY = 64
 
@@ -54,10 +54,11 @@ def run_system(
     servers = [make_server(system, env, stack.RELAY_TABLE) for _ in range(processes)]
     log(f"{label}: starting {processes} server process(es)")
     started = time.perf_counter()
-    with running(*servers):
+    with running_together(servers):
         log(f"{label}: servers up in {time.perf_counter() - started:.1f} s (pids {[s.pid for s in servers]})")
         client = ChatClient(tag)
         phases = asyncio.run(drive(system, servers, client, users, idle_users, args, label, log))
+        log(f"{label}: stopping the servers")
     stored = None if system == CHANNELS_RELAY else stack.stored_client_ids(system, tag)
     correctness = check_delivery(client, stored)
     log(
@@ -70,6 +71,7 @@ def run_system(
         "label": label,
         "run_tag": tag,
         "sockets": len(client.sockets),
+        "load_average_before": os.getloadavg(),
         "server_logs": [str(s.log_path) for s in servers],
         "phases": phases,
         "correctness": correctness,
@@ -86,7 +88,11 @@ async def drive(
     label: str,
     log: Callable[[str], None],
 ) -> dict:
+    from django.conf import settings
+
     pids = {f"server{i}": s.pid for i, s in enumerate(servers)}
+    # PostgreSQL backends of the benchmark's database, and the (shared) Redis server.
+    groups = {"postgres": f" {settings.DATABASES['default']['NAME']} ", "redis": "redis-server"}
     ws_urls = [s.ws_url for s in servers]
     phases: dict = {}
 
@@ -96,17 +102,19 @@ async def drive(
     phases["warmup"] = await client.warmup()
     log(f"{label}: {len(client.sockets)} sockets connected, warm-up {phases['warmup']}")
 
-    with UsageMeter(pids) as meter:
+    with UsageMeter(pids, groups) as meter:
         phases["paced"] = await client.paced("paced", args.rate, args.paced_seconds)
     phases["paced"]["usage"] = meter.usage.as_dict()
+    phases["paced"]["server_cpu_ms_per_message"] = _cpu_ms_per_message(meter.usage, phases["paced"]["messages"])
     log(f"{label}: paced {_brief(phases['paced'])}")
 
     profiler = Profiler(servers[0].pid, f"{client.run_tag}-burst") if args.profile and system == PROJECT else None
     if profiler:
         profiler.start()
-    with UsageMeter(pids) as meter:
+    with UsageMeter(pids, groups) as meter:
         phases["burst"] = await client.burst("burst", args.burst)
     phases["burst"]["usage"] = meter.usage.as_dict()
+    phases["burst"]["server_cpu_ms_per_message"] = _cpu_ms_per_message(meter.usage, phases["burst"]["messages"])
     if profiler:
         phases["burst"]["profile"] = profiler.stop()
     log(f"{label}: burst {phases['burst']['delivered_per_second']} msg/s, complete {phases['burst']['complete']}")
@@ -117,7 +125,7 @@ async def drive(
             user = rnd.choice(users)
             return user, rnd.choice(user.peers)
 
-        with UsageMeter(pids) as meter:
+        with UsageMeter(pids, groups) as meter:
             chat, history = await asyncio.gather(
                 client.paced("history", args.rate, args.history_seconds),
                 client.history([s.url for s in servers], args.history_seconds, args.history_workers, pick),
@@ -126,11 +134,12 @@ async def drive(
         log(f"{label}: history {history['pages_per_second']} pages/s, p99 {history['latency']['p99_ms']} ms")
 
     await client.close()
+    log(f"{label}: chat sockets closed")
 
     if idle_users:
         await asyncio.sleep(1)  # let the closed chat sockets be cleaned up
         rss_before = process_rss_bytes(servers[0].pid)
-        with UsageMeter(pids) as meter:
+        with UsageMeter(pids, groups) as meter:
             connections, idle = await idle_connections(
                 ws_urls[0],
                 idle_users,
@@ -154,6 +163,13 @@ async def drive(
         log(f"{label}: idle {idle['connections']} connections, {idle['connections_per_second']}/s")
         await close_idle(connections)
     return phases
+
+
+def _cpu_ms_per_message(usage: Usage, messages: int) -> float | None:
+    """CPU of all server processes per message sent: robust to a busy machine, where
+    rates and latencies are not."""
+    cores = sum(v for k, v in usage.processes.items() if k.startswith("server"))
+    return round(cores * usage.wall_seconds * 1000 / messages, 2) if messages else None
 
 
 def _brief(phase: dict) -> str:

@@ -33,6 +33,32 @@ def machine_busy_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def matching_pids(needle: str) -> list[int]:
+    """Processes whose command line contains `needle`, e.g. the PostgreSQL backends
+    serving one database ("root bench_test ")."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if needle in cmdline.read().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def _group_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    seconds = {}
+    for pid in pids:
+        try:
+            seconds[pid] = process_cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return seconds
+
+
 @dataclass
 class Usage:
     """CPU used during a stretch of wall time, as a share of one core (1.0 = one core
@@ -53,12 +79,16 @@ class Usage:
 class UsageMeter:
     """Watch named processes (the benchmark client is `client`) over one phase."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], groups: dict[str, str] | None = None) -> None:
         self.pids = {"client": os.getpid(), **pids}
+        # Name -> command-line needle: CPU summed over the processes that exist both at
+        # the start and at the end (a backend born mid-phase is missed).
+        self.groups = groups or {}
 
     def __enter__(self) -> UsageMeter:
         self.started = time.perf_counter()
         self.cpu = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.group_cpu = {name: _group_cpu_seconds(matching_pids(needle)) for name, needle in self.groups.items()}
         self.machine = machine_busy_ticks()
         self.usage: Usage | None = None
         return self
@@ -74,4 +104,7 @@ class UsageMeter:
                 processes[name] = (process_cpu_seconds(pid) - self.cpu[name]) / wall
             except FileNotFoundError:
                 processes[name] = float("nan")
+        for name, before in self.group_cpu.items():
+            after = _group_cpu_seconds(list(before))
+            processes[name] = sum(after[pid] - before[pid] for pid in after) / wall
         self.usage = Usage(wall, processes, machine)
