@@ -232,6 +232,8 @@ def _rate(raw: str, name: str) -> tuple[int, int]:
 
 CHAT_RATE_LIMIT = _rate(env.str("CHAT_RATE_LIMIT", default="30/10"), "CHAT_RATE_LIMIT")
 PRESENCE_TIMEOUT_SECONDS = env.int("PRESENCE_TIMEOUT_SECONDS", default=60)
+# Open tabs and devices one user may have at once; more are refused (close code 4429).
+MAX_CONNECTIONS_PER_USER = env.int("MAX_CONNECTIONS_PER_USER", default=20)
 NOTIFY_DELAY_SECONDS = env.int("NOTIFY_DELAY_SECONDS", default=10)
 
 # --- Telegram -------------------------------------------------------------------

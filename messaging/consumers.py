@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 
 def _json(frame: dict) -> str:
@@ -46,6 +47,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Subscribe before `ready`: every message stored after `ready` reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
         came_online = await self._heartbeat(force=True)
+        count = await database_sync_to_async(presence.connection_count)(self.user.pk)
+        if count > settings.MAX_CONNECTIONS_PER_USER:
+            await self._leave()
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+            return
         last_id = await database_sync_to_async(selectors.last_message_id)(user=self.user)
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
@@ -55,9 +61,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await presence_events.announce(user_id=self.user.pk, online=True)
 
     async def disconnect(self, code: int) -> None:
-        if not getattr(self, "group", None):
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Unsubscribe and stop counting this connection; once only."""
+        group, self.group = getattr(self, "group", ""), ""
+        if not group:
             return
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.channel_layer.group_discard(group, self.channel_name)
         went_offline = await database_sync_to_async(presence.presence_disconnect)(
             user_id=self.user.pk, connection_id=self.channel_name
         )
@@ -169,6 +180,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def chat_read(self, event: dict) -> None:
         await self.send(_json({"type": "read", "by": event["by"], "peer": event["peer"], "up_to": event["up_to"]}))
+
+    async def chat_disconnect(self, event: dict) -> None:
+        """The account was deactivated: this socket may no longer be used."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def chat_presence(self, event: dict) -> None:
         await self.send(

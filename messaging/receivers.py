@@ -1,11 +1,14 @@
-"""Keeps the history cache true when a message changes outside `message_send`
-(admin edits and deletions, cascades from a deleted user)."""
+"""Keeps derived state true when rows change outside the services: the history cache
+when a message is edited or deleted (admin, cascades), and open sockets when an
+account is deactivated (they are closed at once)."""
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from accounts.models import User
 from messaging import history
+from messaging.delivery import deliver
 from messaging.models import Message
 
 
@@ -22,3 +25,10 @@ def _message_edited(sender, instance: Message, created: bool, **kwargs) -> None:
 @receiver(post_delete, sender=Message, dispatch_uid="history_drop_on_delete")
 def _message_deleted(sender, instance: Message, **kwargs) -> None:
     _drop(instance.conversation_id)
+
+
+@receiver(post_save, sender=User, dispatch_uid="disconnect_deactivated_user")
+def _user_saved(sender, instance: User, created: bool, **kwargs) -> None:
+    if not created and not instance.is_active:
+        user_id = instance.pk
+        transaction.on_commit(lambda: deliver(user_ids=[user_id], event={"type": "chat.disconnect"}))

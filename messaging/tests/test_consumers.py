@@ -371,3 +371,27 @@ async def test_many_sockets_do_not_disturb_each_other(alice, bob):
     assert await clients[0].recv_type("pong")
     for client in clients:
         await client.close()
+
+
+# --- account state ------------------------------------------------------------------
+
+
+async def test_a_user_deactivated_while_connected_is_disconnected_at_once(alice):
+    tabs = [await connect(alice), await connect(alice)]
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    for tab in tabs:
+        assert await tab.ws.receive_output(3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_connections_beyond_the_per_user_cap_are_refused(alice, settings):
+    settings.MAX_CONNECTIONS_PER_USER = 2
+    tabs = [await connect(alice), await connect(alice)]
+    communicator = await raw()
+    await communicator.connect()
+    await communicator.send_to(text_data=json.dumps({"type": "auth", "token": str(AccessToken.for_user(alice))}))
+    assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4429}
+    await tabs[0].close()
+    third = await connect(alice)  # room again once a tab closed
+    for client in (tabs[1], third):
+        await client.close()
