@@ -67,8 +67,11 @@ check-deploy: install
 	DEBUG=false HTTPS=true SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))') \
 		ALLOWED_HOSTS=chat.example.com $(BIN)/python manage.py check --deploy --fail-level WARNING
 
+# The benchmark creates (and drops) its own database bench_<name> beside DATABASE_URL's,
+# and uses a Redis database of its own so that its presence and cache keys never meet
+# a test run's. `make bench BENCH_ARGS=--quick` is a short smoke run; `--help` lists more.
 bench: install-dev
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/14} \
 		$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
