@@ -17,6 +17,7 @@ from django.conf import settings
 
 from accounts import presence
 from messaging import presence_events, selectors, services
+from messaging.batching import send_batcher
 from messaging.delivery import user_group
 from messaging.errors import ChatError, InvalidInput, NotFound, RateLimited
 from messaging.serializers import message_dict
@@ -125,12 +126,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(_json(frame))
 
     async def on_send(self, frame: dict) -> None:
-        result = await database_sync_to_async(services.message_send)(
-            sender=self.user,
-            recipient_username=frame.get("to"),
-            body=frame.get("body"),
-            client_id=frame.get("client_id"),
-            origin_channel=self.channel_name,
+        result = await send_batcher.submit(
+            services.SendRequest(
+                sender=self.user,
+                recipient_username=frame.get("to"),
+                body=frame.get("body"),
+                client_id=frame.get("client_id"),
+                origin_channel=self.channel_name,
+            )
         )
         payload = message_dict(result.message)  # sender and recipient are loaded: no query
         await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))

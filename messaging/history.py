@@ -127,9 +127,9 @@ def history_cache_reset() -> None:
     _backend.cache_clear()
 
 
-def history_cached_add(*, conversation_id: int, message: dict) -> None:
-    """Call after the message committed."""
-    _backend().append(conversation_id, [message])
+def history_cached_add_many(*, conversation_id: int, messages: list[dict]) -> None:
+    """Call after the messages committed."""
+    _backend().append(conversation_id, messages)
 
 
 def history_cached_drop(*, conversation_id: int) -> None:

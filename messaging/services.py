@@ -7,16 +7,15 @@ import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Value
+from django.db.models import BigIntegerField, Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from accounts.models import User
-from accounts.selectors import user_get_active
 from messaging import history
 from messaging.delivery import deliver
-from messaging.errors import InvalidInput, NotFound
+from messaging.errors import ChatError, InvalidInput, NotFound
 from messaging.models import MAX_BODY_LENGTH, MAX_CLIENT_ID_LENGTH, Conversation, Membership, Message
-from messaging.ratelimit import send_rate_check
+from messaging.ratelimit import send_rate_take
 from messaging.serializers import message_dict
 from messaging.signals import message_stored, messages_read
 
@@ -86,17 +85,21 @@ def conversation_get_or_create(*, user: User, peer: User) -> Conversation:
     return conversation
 
 
-def _existing(sender: User, client_id: str, recipient: User) -> SendResult:
-    message = Message.objects.select_related("sender", "recipient").get(sender=sender, client_id=client_id)
-    if message.recipient_id != recipient.pk:
-        raise InvalidInput("This `client_id` was already used for a message to someone else.")
-    return SendResult(message=message, created=False)
+@dataclass(frozen=True)
+class SendRequest:
+    """One send, as a client asked for it (fields unchecked)."""
+
+    sender: User
+    recipient_username: object
+    body: object
+    client_id: object = None
+    origin_channel: str | None = None
 
 
 def message_send(
     *,
     sender: User,
-    recipient_username: str,
+    recipient_username: object,
     body: object,
     client_id: object = None,
     origin_channel: str | None = None,
@@ -109,56 +112,202 @@ def message_send(
     (no such active user) or `RateLimited`. `origin_channel` is the sending socket's
     channel, which gets an `ack` from its consumer instead of a `message` frame.
     """
-    body = _clean_body(body)
-    client_id = _clean_client_id(client_id)
-    if not isinstance(recipient_username, str) or not recipient_username:
-        raise InvalidInput("`to` must be a username.")
-    recipient = user_get_active(username=recipient_username)
-    if recipient is None:
-        raise NotFound(f"No user named {recipient_username!r}.")
-    if recipient.pk == sender.pk:
-        raise InvalidInput("You cannot send a message to yourself.")
-    if client_id is not None and Message.objects.filter(sender=sender, client_id=client_id).exists():
-        return _existing(sender, client_id, recipient)
-    send_rate_check(user_id=sender.pk)
+    request = SendRequest(sender, recipient_username, body, client_id, origin_channel)
+    outcome = message_send_many(requests=[request])[0]
+    if isinstance(outcome, ChatError):
+        raise outcome
+    return outcome
 
-    with transaction.atomic():
-        conversation = conversation_get_or_create(user=sender, peer=recipient)
-        _lock_users(sender.pk, recipient.pk)
+
+def message_send_many(*, requests: list[SendRequest]) -> list[SendResult | ChatError]:
+    """`message_send` for many requests at once, stored in one transaction (group
+    commit): one outcome per request, in order, each exactly what `message_send` would
+    have returned or raised for it alone. A bad request fails alone."""
+    outcomes: list[SendResult | ChatError | None] = [None] * len(requests)
+    pending: dict[int, tuple[str, str | None]] = {}
+    for index, request in enumerate(requests):
         try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    conversation=conversation, sender=sender, recipient=recipient, body=body, client_id=client_id
+            body, client_id = _clean_body(request.body), _clean_client_id(request.client_id)
+            if not isinstance(request.recipient_username, str) or not request.recipient_username:
+                raise InvalidInput("`to` must be a username.")
+        except ChatError as exc:
+            outcomes[index] = exc
+        else:
+            pending[index] = (body, client_id)
+
+    names = {requests[i].recipient_username for i in pending}
+    recipients = {u.username: u for u in User.objects.filter(username__in=names, is_active=True)} if names else {}
+    for index in list(pending):
+        request = requests[index]
+        recipient = recipients.get(request.recipient_username)
+        if recipient is None:
+            outcomes[index] = NotFound(f"No user named {request.recipient_username!r}.")
+        elif recipient.pk == request.sender.pk:
+            outcomes[index] = InvalidInput("You cannot send a message to yourself.")
+        else:
+            continue
+        del pending[index]
+
+    # The same (sender, client_id) twice in one batch: the later ones are retries.
+    first_of: dict[tuple[int, str], int] = {}
+    repeats: dict[int, int] = {}
+    for index in sorted(pending):
+        client_id = pending[index][1]
+        if client_id is not None:
+            key = (requests[index].sender.pk, client_id)
+            if key in first_of:
+                repeats[index] = first_of[key]
+                del pending[index]
+            else:
+                first_of[key] = index
+    _resolve_retries(requests, pending, outcomes, recipients)
+
+    by_sender: dict[int, list[int]] = {}
+    for index in sorted(pending):
+        by_sender.setdefault(requests[index].sender.pk, []).append(index)
+    for sender_id, indexes in by_sender.items():
+        allowed, limited = send_rate_take(user_id=sender_id, count=len(indexes))
+        for index in indexes[allowed:]:
+            outcomes[index] = limited
+            del pending[index]
+
+    if pending:
+        for attempt in range(2):
+            try:
+                _store(requests, pending, outcomes, recipients)
+                break
+            except IntegrityError:
+                # A retry of one of these committed concurrently (SQLite only: on
+                # PostgreSQL the user locks make `_store` see it); store again.
+                if attempt:
+                    raise
+
+    for index, first in repeats.items():
+        outcome = outcomes[first]
+        outcomes[index] = SendResult(outcome.message, created=False) if isinstance(outcome, SendResult) else outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _resolve_retries(
+    requests: list[SendRequest],
+    pending: dict[int, tuple[str, str | None]],
+    outcomes: list,
+    recipients: dict[str, User],
+) -> None:
+    """Answer the requests whose (sender, client_id) is already stored."""
+    keys = {(requests[i].sender.pk, pending[i][1]): i for i in pending if pending[i][1] is not None}
+    if not keys:
+        return
+    query = Q()
+    for sender_id, client_id in keys:
+        query |= Q(sender_id=sender_id, client_id=client_id)
+    for message in Message.objects.filter(query).select_related("sender", "recipient"):
+        index = keys[(message.sender_id, message.client_id)]
+        recipient = recipients[requests[index].recipient_username]
+        if message.recipient_id != recipient.pk:
+            outcomes[index] = InvalidInput("This `client_id` was already used for a message to someone else.")
+        else:
+            outcomes[index] = SendResult(message=message, created=False)
+        del pending[index]
+
+
+def _conversations(pairs: set[tuple[int, int]], users: dict[int, User]) -> dict[tuple[int, int], Conversation]:
+    query = Q()
+    for low, high in pairs:
+        query |= Q(user_low_id=low, user_high_id=high)
+    found = {(c.user_low_id, c.user_high_id): c for c in Conversation.objects.filter(query)}
+    for low, high in pairs - found.keys():
+        found[(low, high)] = conversation_get_or_create(user=users[low], peer=users[high])
+    return found
+
+
+def _store(
+    requests: list[SendRequest],
+    pending: dict[int, tuple[str, str | None]],
+    outcomes: list,
+    recipients: dict[str, User],
+) -> None:
+    order = sorted(pending)
+    pair_of: dict[int, tuple[User, User]] = {
+        i: (requests[i].sender, recipients[requests[i].recipient_username]) for i in order
+    }
+    users = {u.pk: u for pair in pair_of.values() for u in pair}
+    with transaction.atomic():
+        conversations = _conversations({_pair_key(s, r) for s, r in pair_of.values()}, users)
+        _lock_users(*users)
+        # Under the locks, a concurrent retry of the same send has either committed
+        # (and is found here) or will find ours.
+        _resolve_retries(requests, pending, outcomes, recipients)
+        order = [i for i in order if i in pending]
+        if not order:
+            return
+        messages = Message.objects.bulk_create(
+            [
+                Message(
+                    conversation=conversations[_pair_key(*pair_of[i])],
+                    sender=pair_of[i][0],
+                    recipient=pair_of[i][1],
+                    body=pending[i][0],
+                    client_id=pending[i][1],
                 )
-        except IntegrityError:
-            if client_id is None:
-                raise
-            # The same retry raced us and committed first.
-            return _existing(sender, client_id, recipient)
-        Conversation.objects.filter(pk=conversation.pk).update(
-            last_message_id=Greatest(Coalesce(F("last_message_id"), Value(0)), Value(message.pk))
+                for i in order
+            ]
+        )
+        newest: dict[int, int] = {}
+        read_by_sender: dict[tuple[int, int], int] = {}
+        for message in messages:
+            newest[message.conversation_id] = max(newest.get(message.conversation_id, 0), message.pk)
+            key = (message.conversation_id, message.sender_id)
+            read_by_sender[key] = max(read_by_sender.get(key, 0), message.pk)
+        Conversation.objects.filter(pk__in=newest).update(
+            last_message_id=Greatest(
+                Coalesce(F("last_message_id"), Value(0)),
+                Case(*(When(pk=c, then=Value(m)) for c, m in newest.items()), output_field=BigIntegerField()),
+            )
         )
         # Writing a message means having read the conversation up to it.
-        Membership.objects.filter(conversation=conversation, user=sender, last_read_id__lt=message.pk).update(
-            last_read_id=message.pk
+        memberships = Q()
+        for conversation_id, user_id in read_by_sender:
+            memberships |= Q(conversation_id=conversation_id, user_id=user_id)
+        Membership.objects.filter(memberships).update(
+            last_read_id=Greatest(
+                F("last_read_id"),
+                Case(
+                    *(When(conversation_id=c, user_id=u, then=Value(m)) for (c, u), m in read_by_sender.items()),
+                    output_field=BigIntegerField(),
+                ),
+            )
         )
-        transaction.on_commit(lambda: _after_message_stored(message, origin_channel))
-    return SendResult(message=message, created=True)
+        origins = {}
+        for index, message in zip(order, messages, strict=True):
+            outcomes[index] = SendResult(message=message, created=True)
+            origins[message.pk] = requests[index].origin_channel
+        transaction.on_commit(lambda: _after_messages_stored(messages, origins))
 
 
-def _after_message_stored(message: Message, origin_channel: str | None) -> None:
-    payload = message_dict(message)
-    try:
-        history.history_cached_add(conversation_id=message.conversation_id, message=payload)
-    except Exception:
-        # The cache may be down; drop the entry so that it refills from PostgreSQL.
-        logger.exception("history cache update failed for message %s", message.pk)
-        _drop_history_quietly(message.conversation_id)
-    deliver(
-        user_ids=[message.sender_id, message.recipient_id],
-        event={"type": "chat.message", "message": payload, "origin": origin_channel},
-    )
-    message_stored.send(sender=Message, message=message)
+def _pair_key(a: User, b: User) -> tuple[int, int]:
+    return (a.pk, b.pk) if a.pk < b.pk else (b.pk, a.pk)
+
+
+def _after_messages_stored(messages: list[Message], origins: dict[int, str | None]) -> None:
+    payloads = [message_dict(m) for m in messages]
+    by_conversation: dict[int, list[dict]] = {}
+    for message, payload in zip(messages, payloads, strict=True):
+        by_conversation.setdefault(message.conversation_id, []).append(payload)
+    for conversation_id, conversation_payloads in by_conversation.items():
+        try:
+            history.history_cached_add_many(conversation_id=conversation_id, messages=conversation_payloads)
+        except Exception:
+            # The cache may be down; drop the entry so that it refills from PostgreSQL.
+            logger.exception("history cache update failed for conversation %s", conversation_id)
+            _drop_history_quietly(conversation_id)
+    for message, payload in zip(messages, payloads, strict=True):
+        deliver(
+            user_ids=[message.sender_id, message.recipient_id],
+            event={"type": "chat.message", "message": payload, "origin": origins.get(message.pk)},
+        )
+    for message in messages:
+        message_stored.send(sender=Message, message=message)
 
 
 def _drop_history_quietly(conversation_id: int) -> None:

@@ -1,0 +1,69 @@
+"""Group commit for the sends of one server process.
+
+Every socket's `send` waits for its own message to be committed before it is
+acknowledged. Rather than one transaction per message, the sends that arrive while a
+transaction is in progress are stored together in the next one
+(`message_send_many`): at low load a send is stored at once, alone; under load the
+batches grow and the database does one commit for many messages. Order is kept: a
+socket sends its next frame only after its previous one was answered, and batches are
+committed one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+
+from messaging.services import SendRequest, SendResult, message_send_many
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+class SendBatcher:
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiting: list[tuple[SendRequest, asyncio.Future]] = []
+        self.wakeup: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.waiting, self.wakeup = loop, [], asyncio.Event()
+        self.task = loop.create_task(self._run())
+
+    async def submit(self, request: SendRequest) -> SendResult:
+        """Store the send; raises what `message_send` would raise for it."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop or self.task is None or self.task.done():
+            self._start(loop)
+        future: asyncio.Future = loop.create_future()
+        self.waiting.append((request, future))
+        self.wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.waiting:
+                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
+                try:
+                    outcomes = await database_sync_to_async(message_send_many)(requests=[r for r, _ in batch])
+                except Exception as exc:
+                    # The database is unreachable, say: every sender hears of it, none
+                    # gets an ack.
+                    logger.exception("storing a batch of %d messages failed", len(batch))
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # the socket went away meanwhile
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+
+
+send_batcher = SendBatcher()
