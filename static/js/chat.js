@@ -77,8 +77,8 @@ function belongsHere(message) {
 const SVG = "http://www.w3.org/2000/svg";
 const ICONS = {
   sending: "M12 4a8 8 0 1 0 0 16 8 8 0 0 0 0-16Zm0 1.8a6.2 6.2 0 1 1 0 12.4 6.2 6.2 0 0 1 0-12.4Zm-.9 2.2v4.8l3.9 2.3.9-1.5-3-1.8V8z",
-  sent: "m9.5 16.2-4.2-4.2-1.4 1.4 5.6 5.6 11-11-1.4-1.4z",
-  read: "m1.5 13.4 1.4-1.4 4.2 4.2-1.4 1.4zm20-7-9.6 9.6-2.6-2.6-1.4 1.4 4 4 11-11zm-3.9 0-1.4-1.4-6.3 6.3 1.4 1.4z",
+  sent: "M9 16.2 4.8 12l-1.4 1.4L9 19 21 7l-1.4-1.4z",
+  read: "m18 7-1.4-1.4-6.3 6.3 1.4 1.4zm4.2-1.4L11.7 16.2 7.5 12l-1.4 1.4 5.6 5.6 12-12zM.4 13.4 6 19l1.4-1.4L1.8 12z",
   failed: "M12 3a9 9 0 1 0 0 18 9 9 0 0 0 0-18Zm1 14h-2v-2h2zm0-4h-2V7h2z",
 };
 
@@ -204,9 +204,10 @@ function confirm(record, message) {
 const dayNodes = new Map();
 const divider = el("li", { class: "unread-divider", dataset: { unreadDivider: "" } }, el("span", { text: "New messages" }));
 
-function dayNode(date) {
+function dayNode(date, used) {
   const key = dayKey(date);
-  let node = dayNodes.get(key);
+  let node = used.has(key) ? null : dayNodes.get(key);
+  used.add(key);
   if (!node) {
     node = el("li", { class: "day-heading" }, el("span"));
     dayNodes.set(key, node);
@@ -220,11 +221,12 @@ function render() {
   const wanted = [];
   let previousDay = null;
   let previous = null;
+  const usedDays = new Set(); // a day seen twice (clock skew) gets a second heading
   for (const record of records) {
     const date = new Date(record.message.created_at);
     const day = dayKey(date);
     if (day !== previousDay) {
-      wanted.push(dayNode(date));
+      wanted.push(dayNode(date, usedDays));
       previousDay = day;
       if (previous) previous.el.classList.add("group-end");
       previous = null;

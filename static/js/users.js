@@ -33,7 +33,10 @@ function userRow(user) {
         "span",
         { class: "user-main" },
         el("span", { class: "name", text: user.username }),
-        el("span", { class: "user-status muted", text: presenceText(user.online, user.last_seen) }),
+        el("span", {
+          class: `user-status muted${user.online ? " is-online" : ""}`,
+          text: presenceText(user.online, user.last_seen),
+        }),
       ),
       el("span", { class: "chevron", "aria-hidden": "true", text: "›" }),
     ),

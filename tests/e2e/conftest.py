@@ -41,11 +41,17 @@ def live_server_process(django_db_setup, django_db_blocker) -> Iterator[DaphneSe
         server.stop()
 
 
+# The scenario seeds a long history over REST; the per-user send rate is not what it tests.
+SERVER_ENV = {"CHAT_RATE_LIMIT": "1000/10"}
+
+
 def start_server(port: int | None = None) -> DaphneServer:
-    server = DaphneServer(port=port)
+    server = DaphneServer(port=port, **SERVER_ENV)
     # The server must keep Django's guard against ORM calls in async code (see below).
     server.env.pop(ALLOW_ASYNC_UNSAFE, None)
-    return server.start()
+    # Generous: a fresh process answers its first request only once the URLconf has
+    # imported everything (aiogram alone takes 15 s and more on a busy 2-core machine).
+    return server.start(timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,13 @@ start, so it runs once, as one scenario, with screenshots along the way.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from messaging.models import Message
 from tests.e2e.conftest import DESKTOP, PHONE, save_screenshot, start_server
 from tests.procs import require_stack
 
@@ -92,6 +95,59 @@ def rest_send(page: Page, base: str, to: str, body: str) -> dict:
     )
     assert response.status == 201, response.text()
     return response.json()
+
+
+HISTORY = 120
+
+FAKE_NOTIFICATIONS = """
+window.__notifications = [];
+window.__hidden = false;
+class FakeNotification {
+  static permission = "default";
+  static async requestPermission() { FakeNotification.permission = "granted"; return "granted"; }
+  constructor(title, options) { window.__notifications.push({ title, body: options.body, tag: options.tag }); }
+  addEventListener() {}
+  close() {}
+}
+window.Notification = FakeNotification;
+Object.defineProperty(Document.prototype, "visibilityState", { get: () => (window.__hidden ? "hidden" : "visible") });
+Object.defineProperty(Document.prototype, "hidden", { get: () => window.__hidden });
+"""
+
+
+def check_long_history(alice: Page, carol: Page, base: str) -> None:
+    for n in range(1, HISTORY + 1):
+        rest_send(carol, base, "alice", f"History {n:03}")
+    # Spread them over five days, oldest first. Nobody has read this conversation yet,
+    # so its history cache is empty and fills from the database with these dates.
+    now = timezone.now()
+    for stored in Message.objects.filter(body__startswith="History "):
+        position = int(stored.body.split()[1])
+        Message.objects.filter(pk=stored.pk).update(created_at=now - timedelta(hours=(HISTORY - position)))
+
+    alice.goto(f"{base}/chat/carol/")
+    wait_connected(alice)
+    scroller = alice.locator("[data-scroller]")
+    # All 120 are unread: the page opens at the divider, not at the bottom.
+    expect(alice.locator("[data-unread-divider]")).to_be_visible()
+    expect(alice.locator("[data-jump-latest]")).to_be_visible()
+    for _ in range(20):
+        if alice.get_by_text("This is the beginning of your conversation with carol.").is_visible():
+            break
+        scroller.evaluate("node => { node.scrollTop = 0; }")
+        alice.wait_for_timeout(300)
+    expect(alice.get_by_text("This is the beginning of your conversation with carol.")).to_be_visible()
+    expect(alice.locator(".msg")).to_have_count(HISTORY)
+    bodies = alice.locator(".msg-body").all_inner_texts()
+    assert bodies == [f"History {n:03}" for n in range(1, HISTORY + 1)]
+    assert alice.locator(".day-heading").count() >= 5
+    save_screenshot(alice, "chat-history-desktop")
+
+    alice.locator("[data-jump-latest]").click()
+    expect(alice.locator("[data-jump-latest]")).to_be_hidden(timeout=WAIT)
+    expect(message(alice, f"History {HISTORY:03}")).to_be_in_viewport()
+    # At the bottom of a visible tab everything is read: the title loses its count.
+    expect(alice).to_have_title("carol · Messenger", timeout=WAIT)
 
 
 def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server_process, browser):
@@ -181,7 +237,7 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         expect(rows.first.locator("[data-unread]")).to_have_text("1")
         expect(bob).to_have_title("(1) Chats · Messenger")
 
-        send(alice, "See you there 🙂")
+        send(alice, "Ça marche, see you there!")
         send(alice, "I'll bring the slides")
         expect(rows.first).to_have_attribute("data-peer", "alice", timeout=WAIT)
         expect(rows.first.locator("[data-unread]")).to_have_text("2")
@@ -195,8 +251,24 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         carol_preview = carol.locator('[data-peer="bob"] [data-preview]')
         expect(carol_preview).to_have_text("You: Hey bob, are you coming to the meetup tonight?")
 
+        # --- Desktop notifications, asked for on a click, only while the tab is hidden.
+        # The browser's Notification and page visibility are stood in for in carol's
+        # page: headless Chromium shows no notifications and never hides a tab.
+        carol_context.add_init_script(FAKE_NOTIFICATIONS)
+        carol.reload()
+        wait_connected(carol)
+        carol.get_by_role("button", name="Enable notifications").click()
+        expect(carol.get_by_role("button", name="Enable notifications")).to_be_hidden()
+        carol.evaluate("window.__hidden = true")
+        rest_send(bob, base, "carol", "Are you there, carol?")
+        expect(carol.locator('[data-peer="bob"] [data-unread]')).to_have_text("1", timeout=WAIT)
+        carol.evaluate("window.__hidden = false")
+        rest_send(bob, base, "carol", "Never mind, I see you")
+        expect(carol.locator('[data-peer="bob"] [data-unread]')).to_have_text("2", timeout=WAIT)
+        shown = carol.evaluate("window.__notifications")
+        assert shown == [{"title": "bob", "body": "Are you there, carol?", "tag": "messenger-bob"}]
+
         # --- Screenshots: desktop, then phone width.
-        bob.locator("[data-conversations]").hover()
         save_screenshot(bob, "home-desktop")
         alice.get_by_role("link", name="All users").first.click()
         expect(alice.locator("[data-user-list] .user-row")).to_have_count(5)
@@ -206,6 +278,9 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         wait_connected(alice)
         alice.get_by_label("Message to bob").fill("Draft: remember the projector")
         save_screenshot(alice, "chat-desktop", docs_copy="chat.png")
+        alice.emulate_media(color_scheme="dark")
+        save_screenshot(alice, "chat-desktop-dark")
+        alice.emulate_media(color_scheme="light")
         for page in (alice, bob):
             page.set_viewport_size(PHONE)
         save_screenshot(bob, "home-phone")
@@ -223,7 +298,7 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         bob.goto(f"{base}/chat/alice/")
         divider = bob.locator("[data-unread-divider]")
         expect(divider).to_be_visible()
-        expect(bob.locator("[data-unread-divider] + .msg .msg-body")).to_have_text("See you there 🙂")
+        expect(bob.locator("[data-unread-divider] + .msg .msg-body")).to_have_text("Ça marche, see you there!")
         expect(message(alice, "I'll bring the slides")).to_have_attribute("data-status", "read", timeout=WAIT)
 
         # --- Restart the server under the open pages. While alice is cut off, bob
@@ -250,6 +325,9 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
             ids = alice.locator(".msg[data-id]").evaluate_all("nodes => nodes.map(n => n.dataset.id)")
             assert len(ids) == len(set(ids)), ids
             assert alice.locator(".msg").count() == 9
+
+            # --- A long history, spread over days: it loads upwards while scrolling.
+            check_long_history(alice, carol, base)
         finally:
             server.stop()
 
