@@ -14,12 +14,21 @@ import logging
 import threading
 
 from celery import shared_task
+from celery.signals import worker_init
 from django.conf import settings
 from django.db import close_old_connections
 
+from notifications import telegram
 from notifications.services import notifications_process
 
 logger = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _preload_telegram(**kwargs) -> None:
+    # Importing aiogram takes seconds; pay it before the first task, not inside it.
+    if telegram.is_configured():
+        telegram.preload()
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None, name="notifications.notify_offline")

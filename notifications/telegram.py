@@ -11,30 +11,23 @@ sorted by what the caller should do about them:
 - `GiveUp`: anything else (a bad request, a bad token). Retrying will not help.
 
 `TELEGRAM_API_BASE` points every call at another Bot API server (the tests' fake).
+
+aiogram is imported on first use, not with this module: importing it builds a few
+hundred pydantic models (seconds of CPU), which web processes that never talk to
+Telegram should not pay at startup. The Celery worker preloads it (`preload()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-from aiogram import Bot
-from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
-from aiogram.exceptions import (
-    AiogramError,
-    ClientDecodeError,
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 from django.conf import settings
 from django.core.cache import cache
+
+if TYPE_CHECKING:
+    from aiogram import Bot
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +65,21 @@ def is_configured() -> bool:
     return bool(settings.TELEGRAM_BOT_TOKEN)
 
 
+def preload() -> None:
+    """Import aiogram now rather than inside the first notification."""
+    import aiogram.client.session.aiohttp
+    import aiogram.exceptions  # noqa: F401
+
+
 def make_bot() -> Bot:
     """A `Bot` for the configured token and API server. The caller closes its session
     (`await bot.session.close()`)."""
+    from aiogram import Bot
+    from aiogram.client.default import DefaultBotProperties
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.enums import ParseMode
+
     if not is_configured():
         raise NotConfigured("TELEGRAM_BOT_TOKEN is not set")
     base = settings.TELEGRAM_API_BASE
@@ -89,6 +94,17 @@ def make_bot() -> Bot:
 
 def classify(exc: Exception) -> TelegramError:
     """Sort an aiogram failure into RetryLater / Unlink / GiveUp."""
+    from aiogram.exceptions import (
+        AiogramError,
+        ClientDecodeError,
+        TelegramAPIError,
+        TelegramBadRequest,
+        TelegramForbiddenError,
+        TelegramNetworkError,
+        TelegramRetryAfter,
+        TelegramServerError,
+    )
+
     if isinstance(exc, TelegramRetryAfter):
         return RetryLater(f"flood control: {exc.message}", retry_after=float(exc.retry_after))
     if isinstance(exc, TelegramForbiddenError):
@@ -111,7 +127,7 @@ async def _call(coro_factory) -> object:
     bot = make_bot()
     try:
         return await coro_factory(bot)
-    except (AiogramError, OSError, TimeoutError) as exc:
+    except Exception as exc:
         raise classify(exc) from exc
     finally:
         await bot.session.close()

@@ -54,6 +54,7 @@ class FakeTelegram:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     # --- what tests use ----------------------------------------------------------
 
@@ -91,7 +92,7 @@ class FakeTelegram:
         with self._lock:
             return [r for r in self.refused if r.chat_id == chat_id]
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
@@ -128,6 +129,8 @@ class FakeTelegram:
     def stop(self) -> None:
         if self._loop is None:
             return
+        self._closing = True  # ends the long polls in flight
+        time.sleep(0.2)
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -175,7 +178,7 @@ class FakeTelegram:
                 # Like Telegram: asking from `offset` confirms every update before it.
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
                 pending = list(self._updates[:100])
-            if pending or time.monotonic() >= deadline:
+            if pending or self._closing or time.monotonic() >= deadline:
                 return _ok(pending)
             await asyncio.sleep(0.05)
 

@@ -156,3 +156,78 @@ def running(*processes: Process) -> Iterator[tuple[Process, ...]]:
     finally:
         for process in reversed(started):
             process.stop()
+
+
+def _wait_for_log(process: Process, offset: int, needle: str, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.proc.returncode}:\n{process.log_tail()}")
+        with open(process.log_path, "rb") as log:
+            log.seek(offset)
+            if needle.encode() in log.read():
+                return
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"{what} did not start:\n{process.log_tail()}")
+
+
+class CeleryWorker(Process):
+    """`celery -A chatproject worker` with the solo pool: one process, so a SIGKILL of
+    its PID kills every task it holds (a prefork pool's children would outlive it)."""
+
+    def __init__(self, name: str = "worker", **env: str) -> None:
+        self.name = f"{name}-{os.getpid()}-{free_port()}"
+        super().__init__(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "chatproject",
+                "worker",
+                "-l",
+                "INFO",
+                "--pool",
+                "solo",
+                "-n",
+                f"{self.name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            process_env(**env),
+            f"celery-{self.name}",
+        )
+
+    def start(self, timeout: float = 90) -> CeleryWorker:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> CeleryWorker:
+        """Start the process without waiting for it (to start several at once)."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> CeleryWorker:
+        _wait_for_log(self, self._log_offset, " ready.", timeout, "the Celery worker")
+        return self
+
+
+class BotProcess(Process):
+    """`manage.py runbot`: the Telegram bot, long polling the Bot API at
+    `TELEGRAM_API_BASE`."""
+
+    def __init__(self, **env: str) -> None:
+        super().__init__([sys.executable, "manage.py", "runbot"], process_env(**env), f"runbot-{os.getpid()}")
+
+    def start(self, timeout: float = 90) -> BotProcess:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> BotProcess:
+        """Start the process without waiting for it (to start several at once)."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> BotProcess:
+        _wait_for_log(self, self._log_offset, "Run polling for bot", timeout, "the bot")
+        return self
