@@ -16,7 +16,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_init
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from notifications import telegram
 from notifications.services import notifications_process
@@ -61,7 +61,8 @@ def _run_later(delay: float, recipient_id: int, sender_id: int, message_id: int)
             logger.exception("notify: the check of message %s failed", message_id)
             return
         finally:
-            close_old_connections()
+            # This thread ends here; its connections would otherwise linger.
+            connections.close_all()
         if retry_in is not None:
             _run_later(retry_in, recipient_id, sender_id, message_id)
 

@@ -4,7 +4,8 @@ background thread, at the URLs aiogram builds (`{base}/bot{token}/{method}`).
 It implements what the messenger uses: getMe, deleteWebhook, getUpdates (long
 polling over updates the test injects with `push_message()`, honouring `offset` and
 `timeout`) and sendMessage (recorded in `sent`; `fail_next()` makes the next calls
-answer 429 with a retry_after, 403, or 500 instead, recorded in `refused`).
+answer 429 with a retry_after, 403 (blocked), 400 (chat not found), 401 or 500
+instead, recorded in `refused`).
 
     with FakeTelegram() as fake:
         ... TELEGRAM_API_BASE=fake.base_url ...
@@ -197,6 +198,10 @@ class FakeTelegram:
                 return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
             if status == 403:
                 return _error(403, "Forbidden: bot was blocked by the user")
+            if status == 400:
+                return _error(400, "Bad Request: chat not found")
+            if status == 401:
+                return _error(401, "Unauthorized")
             return _error(status, "Internal Server Error")
         return _ok(
             {
