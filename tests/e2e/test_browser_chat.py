@@ -8,6 +8,7 @@ start, so it runs once, as one scenario, with screenshots along the way.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -49,8 +50,10 @@ class PageProblems:
         dialog.dismiss()
 
 
-def register(page: Page, base: str, username: str) -> None:
+def register(page: Page, base: str, username: str, screenshot: str | None = None) -> None:
     page.goto(f"{base}/accounts/register/")
+    if screenshot:
+        save_screenshot(page, screenshot)
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Password confirmation").fill(PASSWORD)
@@ -170,7 +173,7 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         bob = problems.watch(bob_context.new_page())
 
         # --- Register through the page; the new home page points to the users page.
-        register(alice, base, "alice")
+        register(alice, base, "alice", screenshot="register-desktop")
         expect(alice.locator("[data-conversations-empty]")).to_be_visible()
         expect(alice.get_by_role("link", name="Find people to talk to")).to_be_visible()
         register(bob, base, "bob")
@@ -267,6 +270,36 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         expect(carol.locator('[data-peer="bob"] [data-unread]')).to_have_text("2", timeout=WAIT)
         shown = carol.evaluate("window.__notifications")
         assert shown == [{"title": "bob", "body": "Are you there, carol?", "tag": "messenger-bob"}]
+
+        # --- A send that is never answered turns "failed"; Retry sends it again under
+        # the same client_id. A WebSocket route in carol's page swallows her sends.
+        swallowed, forwarded, swallow = [], [], {"on": True}
+
+        def proxy(ws) -> None:
+            server_side = ws.connect_to_server()
+
+            def from_page(frame: str) -> None:
+                if '"type":"send"' in frame.replace(" ", ""):
+                    (swallowed if swallow["on"] else forwarded).append(json.loads(frame))
+                    if swallow["on"]:
+                        return
+                server_side.send(frame)
+
+            ws.on_message(from_page)
+
+        carol.route_web_socket(re.compile(r"/ws/chat/$"), proxy)
+        carol.goto(f"{base}/chat/bob/")
+        wait_connected(carol)
+        send(carol, "Did this get through?")
+        lost = message(carol, "Did this get through?")
+        expect(lost).to_have_attribute("data-status", "failed", timeout=WAIT)
+        expect(lost.get_by_text("Not sent.")).to_be_visible()
+        swallow["on"] = False
+        lost.get_by_role("button", name="Retry").click()
+        expect(lost).to_have_attribute("data-status", re.compile("sent|read"), timeout=WAIT)
+        assert len(swallowed) == 1
+        assert [f["client_id"] for f in forwarded] == [swallowed[0]["client_id"]]
+        carol.unroute_all()
 
         # --- Screenshots: desktop, then phone width.
         save_screenshot(bob, "home-desktop")
