@@ -72,6 +72,13 @@ socket.addEventListener("message", ({ detail }) => inbox.applyMessage(detail));
 socket.addEventListener("ack", ({ detail }) => detail.message && inbox.applyMessage(detail.message));
 socket.addEventListener("read", ({ detail }) => inbox.applyRead(detail));
 socket.addEventListener("presence", ({ detail }) => inbox.applyPresence(detail));
+// After a reconnect, presence changes and read markers may have been missed (sync
+// replays messages only): take the list afresh. The first `ready` follows a fresh load.
+let readyCount = 0;
+socket.addEventListener("ready", () => {
+  readyCount += 1;
+  if (readyCount > 1) inbox.load().catch(() => {});
+});
 
 // --- Notifications ---------------------------------------------------------------------
 

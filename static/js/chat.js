@@ -529,6 +529,21 @@ socket.addEventListener("ready", () => {
   markRead();
 });
 
+// The inbox is reloaded after a reconnect: read receipts and presence changes that
+// happened meanwhile are not replayed by `sync`, but they are in the fresh list.
+inbox.addEventListener("change", () => {
+  const conversation = inbox.get(peer);
+  if (!conversation || conversation.incomplete) return;
+  if (conversation.peer_read_up_to > peerReadUpTo) {
+    peerReadUpTo = conversation.peer_read_up_to;
+    for (const record of records) if (record.mine) updateMessage(record);
+  }
+  if (conversation.peer.online !== peerInfo.online || conversation.peer.last_seen !== peerInfo.last_seen) {
+    peerInfo = conversation.peer;
+    showPresence();
+  }
+});
+
 // --- Sending ---------------------------------------------------------------------------------------
 
 function transmit(record) {
