@@ -44,7 +44,7 @@ def test_swagger_ui_is_served_without_a_cdn(client):
 
 def _settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "REDIS_URL", "DATABASE_URL"}}
-    clean.update(env, DJANGO_SETTINGS_MODULE="chatproject.settings")
+    clean.update(env, DJANGO_SETTINGS_MODULE="chatproject.settings", ENV_FILE="/dev/null")
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; {code}"],
         cwd=ROOT,
