@@ -132,11 +132,13 @@ async def _on_startup(bot: Bot) -> None:
     await bot.delete_webhook(drop_pending_updates=False)
 
 
-async def run_until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def run_until_stopped(stop: asyncio.Event | None = None) -> None:
+    """Poll until `stop` is set (by default: until SIGINT or SIGTERM)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     dispatcher = build_dispatcher()
     delay = 1.0

@@ -47,7 +47,7 @@ class FakeTelegram:
         self._updates: list[dict] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
-        self._failures: list[tuple[int, int]] = []  # (status, retry_after)
+        self._failures: dict[str, list[tuple[int, int]]] = {}  # method: [(status, retry_after)]
         self.sent: list[SentMessage] = []
         self.refused: list[Refusal] = []
         self.calls: list[str] = []
@@ -80,10 +80,10 @@ class FakeTelegram:
             self._updates.append({"update_id": update_id, "message": message})
         return update_id
 
-    def fail_next(self, status: int, *, times: int = 1, retry_after: int = 1) -> None:
-        """Answer the next `times` sendMessage calls with `status` (429, 403, 500...)."""
+    def fail_next(self, status: int, *, times: int = 1, retry_after: int = 1, method: str = "sendMessage") -> None:
+        """Answer the next `times` calls of `method` with `status` (429, 403, 500...)."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * times)
+            self._failures.setdefault(method, []).extend([(status, retry_after)] * times)
 
     def messages_to(self, chat_id: int) -> list[SentMessage]:
         with self._lock:
@@ -162,6 +162,12 @@ class FakeTelegram:
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return _error(404, "Not Found: method not found")
+        if method != "sendMessage":  # sendMessage records its refusals itself
+            with self._lock:
+                failures = self._failures.get(method)
+                failure = failures.pop(0) if failures else None
+            if failure:
+                return _failure(*failure)
         return await handler(params)
 
     async def _api_getMe(self, params: dict) -> web.Response:
@@ -186,23 +192,15 @@ class FakeTelegram:
     async def _api_sendMessage(self, params: dict) -> web.Response:
         chat_id = int(params["chat_id"])
         with self._lock:
-            failure = self._failures.pop(0) if self._failures else None
+            failures = self._failures.get("sendMessage")
+            failure = failures.pop(0) if failures else None
             if failure:
                 self.refused.append(Refusal(status=failure[0], chat_id=chat_id))
             else:
                 self.sent.append(SentMessage(chat_id=chat_id, text=params["text"]))
                 message_id = next(self._message_ids)
         if failure:
-            status, retry_after = failure
-            if status == 429:
-                return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
-            if status == 403:
-                return _error(403, "Forbidden: bot was blocked by the user")
-            if status == 400:
-                return _error(400, "Bad Request: chat not found")
-            if status == 401:
-                return _error(401, "Unauthorized")
-            return _error(status, "Internal Server Error")
+            return _failure(*failure)
         return _ok(
             {
                 "message_id": message_id,
@@ -211,6 +209,18 @@ class FakeTelegram:
                 "text": params["text"],
             }
         )
+
+
+def _failure(status: int, retry_after: int) -> web.Response:
+    if status == 429:
+        return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+    if status == 403:
+        return _error(403, "Forbidden: bot was blocked by the user")
+    if status == 400:
+        return _error(400, "Bad Request: chat not found")
+    if status == 401:
+        return _error(401, "Unauthorized")
+    return _error(status, "Internal Server Error")
 
 
 def _ok(result: object) -> web.Response:

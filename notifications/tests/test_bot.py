@@ -106,3 +106,32 @@ async def test_a_group_chat_is_not_linked(fake_telegram, alice):
     await feed(f"/start {issued.token}", chat_type="group")
     assert "private chat" in last_answer(fake_telegram)
     assert not await TelegramLink.objects.filter(user=alice, chat_id__isnull=False).aexists()
+
+
+async def test_the_bot_keeps_running_through_telegram_failures(fake_telegram, alice):
+    import asyncio
+
+    # getMe fails at startup (polling cannot even begin), then getUpdates fails too.
+    fake_telegram.fail_next(500, times=2, method="getMe")
+    fake_telegram.fail_next(502, times=2, method="getUpdates")
+    fake_telegram.push_message(chat_id=CHAT, text="/help")
+    stop = asyncio.Event()
+    polling = asyncio.create_task(bot.run_until_stopped(stop))
+    try:
+        for _ in range(300):
+            if fake_telegram.messages_to(CHAT) or polling.done():
+                break
+            await asyncio.sleep(0.1)
+        assert "/stop" in last_answer(fake_telegram)
+    finally:
+        stop.set()
+        await asyncio.wait_for(polling, 30)
+    assert fake_telegram.calls.count("getMe") >= 3
+
+
+def test_runbot_refuses_to_start_without_a_token(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.TELEGRAM_BOT_TOKEN = ""
+    with pytest.raises(CommandError, match="TELEGRAM_BOT_TOKEN"):
+        call_command("runbot")

@@ -80,3 +80,12 @@ def test_admin_lists_links_and_notifications(admin_client, alice, bob):
     )
     assert "alice" in admin_client.get("/admin/notifications/telegramlink/").content.decode()
     assert admin_client.get("/admin/notifications/notification/").status_code == 200
+
+
+def test_a_users_admin_page_shows_the_link_and_recent_notifications(admin_client, alice, bob):
+    link(alice, 4242)
+    Notification.objects.create(
+        recipient=alice, sender=bob, chat_id=4242, first_message_id=1, last_message_id=1, message_count=3, text="x"
+    )
+    page = admin_client.get(f"/admin/accounts/user/{alice.pk}/change/").content.decode()
+    assert "4242" in page and "3 message(s) from bob" in page
