@@ -153,6 +153,16 @@ def check_long_history(alice: Page, carol: Page, base: str) -> None:
     expect(alice).to_have_title("carol · Messenger", timeout=WAIT)
 
 
+def check_message_elsewhere_shows_a_toast(alice: Page, bob: Page, base: str) -> None:
+    rest_send(bob, base, "alice", "Quick question about the slides")
+    toast = alice.locator(".toast")
+    expect(toast).to_contain_text("bob", timeout=WAIT)
+    expect(toast).to_contain_text("Quick question about the slides")
+    expect(alice).to_have_title("(1) carol · Messenger")
+    alice.wait_for_timeout(300)  # let the toast finish sliding in for the picture
+    save_screenshot(alice, "chat-toast-desktop")
+
+
 def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server_process, browser):
     require_stack()
     server = live_server_process
@@ -195,6 +205,7 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         bob.get_by_label("Message to alice").press_sequentially("Sure", delay=30)
         expect(alice.locator("[data-typing]")).to_be_visible(timeout=WAIT)
         expect(alice.locator("[data-peer-status]")).to_have_text("typing…")
+        save_screenshot(alice, "chat-typing-desktop")
         bob.get_by_label("Message to alice").fill("Sure! The menu: https://example.com/menu?day=mon.")
         bob.get_by_label("Message to alice").press("Enter")
         answer = message(alice, "Sure! The menu")
@@ -361,6 +372,7 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
 
             # --- A long history, spread over days: it loads upwards while scrolling.
             check_long_history(alice, carol, base)
+            check_message_elsewhere_shows_a_toast(alice, bob, base)
         finally:
             server.stop()
 
