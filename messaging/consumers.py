@@ -98,7 +98,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting fits in 64 KiB
             await self._error("bad_frame", "Frames must be JSON objects.")
             return
         if not isinstance(frame, dict):
@@ -154,6 +154,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         to = frame.get("to")
         if not isinstance(to, str) or not to:
             raise InvalidInput("`to` must be a username.")
+        if not services.text_is_storable(to):
+            raise NotFound(f"No user named {to!r}.")
         peer_id = await database_sync_to_async(selectors.active_user_id)(username=to)
         if peer_id is None:
             raise NotFound(f"No user named {to!r}.")

@@ -28,11 +28,24 @@ class SendResult:
     created: bool
 
 
+def text_is_storable(text: str) -> bool:
+    """Whether the database can store (or be asked about) this text. JSON carries NUL
+    (`\\u0000`) and lone surrogates (`\\ud800`, not UTF-8), which PostgreSQL refuses
+    and SQLite cannot encode: a query with them fails instead of finding nothing."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean_body(body: object) -> str:
     if not isinstance(body, str):
         raise InvalidInput("`body` must be a string.")
-    if "\x00" in body:
-        raise InvalidInput("`body` must not contain NUL characters.")
+    if not text_is_storable(body):
+        raise InvalidInput("`body` must not contain NUL characters or lone surrogates.")
     if not body.strip():
         raise InvalidInput("`body` must not be empty.")
     if len(body) > MAX_BODY_LENGTH:
@@ -43,7 +56,7 @@ def _clean_body(body: object) -> str:
 def _clean_client_id(client_id: object) -> str | None:
     if client_id is None:
         return None
-    if not isinstance(client_id, str) or not client_id or "\x00" in client_id:
+    if not isinstance(client_id, str) or not client_id or not text_is_storable(client_id):
         raise InvalidInput("`client_id` must be a non-empty string or null.")
     if len(client_id) > MAX_CLIENT_ID_LENGTH:
         raise InvalidInput(f"`client_id` must be at most {MAX_CLIENT_ID_LENGTH} characters.")
@@ -130,6 +143,8 @@ def message_send_many(*, requests: list[SendRequest]) -> list[SendResult | ChatE
             body, client_id = _clean_body(request.body), _clean_client_id(request.client_id)
             if not isinstance(request.recipient_username, str) or not request.recipient_username:
                 raise InvalidInput("`to` must be a username.")
+            if not text_is_storable(request.recipient_username):
+                raise NotFound(f"No user named {request.recipient_username!r}.")
         except ChatError as exc:
             outcomes[index] = exc
         else:
@@ -325,6 +340,8 @@ def conversation_mark_read(*, user: User, peer_username: str, up_to: object) -> 
         raise InvalidInput("`up_to` must be a message id.")
     if not isinstance(peer_username, str) or not peer_username:
         raise InvalidInput("`peer` must be a username.")
+    if not text_is_storable(peer_username):
+        raise NotFound(f"No conversation with {peer_username!r}.")
     membership = (
         Membership.objects.select_related("conversation", "peer")
         .filter(user=user, peer__username=peer_username, peer__is_active=True)
