@@ -146,7 +146,8 @@ def bot_username() -> str:
     username = cache.get(_USERNAME_CACHE_KEY)
     if username:
         return username
-    me = asyncio.run(_call(lambda bot: bot.get_me()))
+    # Short: a web request waits for it (once; then it is cached).
+    me = asyncio.run(_call(lambda bot: bot.get_me(request_timeout=5)))
     if not me.username:
         raise GiveUp("getMe returned no username")
     cache.set(_USERNAME_CACHE_KEY, me.username, _USERNAME_CACHE_SECONDS)
