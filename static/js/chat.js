@@ -3,6 +3,7 @@
 
 import { booted, inbox, me, socket } from "./app.js";
 import {
+  ApiError,
   api,
   clockTime,
   dayHeading,
@@ -511,15 +512,14 @@ socket.addEventListener("read", ({ detail }) => {
 socket.addEventListener("error", ({ detail }) => {
   const record = detail.client_id && byClientId.get(detail.client_id);
   if (!record || record.id !== null) return;
-  clearTimeout(record.timer);
-  record.failed = true;
-  record.error =
+  fail(
+    record,
     detail.code === "rate_limited"
       ? `Sending too fast${detail.retry_after ? `: wait ${Math.ceil(detail.retry_after)} s` : ""}.`
       : detail.detail
         ? `Not sent: ${detail.detail}`
-        : "Not sent.";
-  updateMessage(record);
+        : "Not sent.",
+  );
 });
 
 socket.addEventListener("ready", () => {
@@ -564,16 +564,24 @@ function transmit(record) {
           render();
         }
       })
-      .catch(() => {
-        /* the socket resends on reconnect, or the timeout marks it failed */
+      .catch((error) => {
+        // Refused (validation, rate limit): say why now. Unreachable: the socket
+        // resends on reconnect, or the timeout marks it failed.
+        if (error instanceof ApiError && record.id === null) {
+          const detail = error.data && typeof error.data.detail === "string" ? error.data.detail : null;
+          const reason = error.status === 429 ? "Sending too fast: try again in a moment." : detail;
+          fail(record, reason ? `Not sent. ${reason}` : "Not sent.");
+        }
       });
   }
-  record.timer = setTimeout(() => {
-    if (record.id !== null) return;
-    record.failed = true;
-    record.error = "Not sent.";
-    updateMessage(record);
-  }, SEND_TIMEOUT_MS);
+  record.timer = setTimeout(() => record.id === null && fail(record, "Not sent."), SEND_TIMEOUT_MS);
+}
+
+function fail(record, reason) {
+  clearTimeout(record.timer);
+  record.failed = true;
+  record.error = reason;
+  updateMessage(record);
 }
 
 function submit() {
