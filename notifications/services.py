@@ -278,10 +278,14 @@ def notification_deliver(*, notification_id: int) -> float | None:
             return (notification.next_attempt_at - now).total_seconds()
         link = TelegramLink.objects.filter(user_id=notification.recipient_id).first()
         if link is None or link.chat_id != notification.chat_id or link.muted:
-            notification.status = Notification.Status.CANCELLED
-            notification.error = "unlinked or muted before it was sent"
-            notification.save(update_fields=["status", "error"])
-            return None
+            return _cancel(notification, "unlinked or muted before it was sent")
+        # A notification waiting out flood control may have been overtaken by reading.
+        if Membership.objects.filter(
+            user_id=notification.recipient_id,
+            peer_id=notification.sender_id,
+            last_read_id__gte=notification.last_message_id,
+        ).exists():
+            return _cancel(notification, "read before it was sent")
         notification.status = Notification.Status.SENDING
         notification.sending_since = now
         notification.attempts += 1
@@ -315,6 +319,13 @@ def notification_deliver(*, notification_id: int) -> float | None:
     in_flight.update(status=Notification.Status.SENT, sent_at=timezone.now(), error="")
     logger.info("notify: sent %s", notification)
     return None
+
+
+def _cancel(notification: Notification, reason: str) -> None:
+    notification.status = Notification.Status.CANCELLED
+    notification.error = reason
+    notification.save(update_fields=["status", "error"])
+    logger.info("notify: %s cancelled: %s", notification, reason)
 
 
 def notifications_process(*, recipient_id: int, sender_id: int, message_id: int) -> float | None:

@@ -319,3 +319,15 @@ def test_the_bot_username_for_links_comes_from_get_me_once(fake_telegram):
     assert telegram.bot_username() == BOT_USERNAME
     assert telegram.bot_username() == BOT_USERNAME
     assert fake_telegram.calls == ["getMe"]
+
+
+def test_a_notification_waiting_out_flood_control_is_dropped_once_read(fake_telegram, alice, bob):
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+    fake_telegram.fail_next(429, retry_after=7)
+    process(message)
+    conversation_mark_read(user=bob, peer_username="alice", up_to=message.pk)
+    Notification.objects.update(next_attempt_at=timezone.now())
+    assert process(message) is None
+    assert Notification.objects.get().status == "cancelled"
+    assert fake_telegram.messages_to(CHAT) == []
