@@ -23,7 +23,8 @@ def check_delivery(client: ChatClient, stored: dict[str, list[int]] | None) -> d
     """`stored` maps client_id to the ids of its database rows (None: the system stores
     nothing, as the Channels relay)."""
     lost_sockets = duplicated_frames = misdelivered = id_mismatch = 0
-    out_of_order = 0
+    out_of_order = out_of_order_by_id = out_of_order_by_sender = 0
+    reorder_examples: list[dict] = []
     unacked = errors = 0
     lost_db = duplicated_db = 0
     acked = 0
@@ -67,12 +68,26 @@ def check_delivery(client: ChatClient, stored: dict[str, list[int]] | None) -> d
             if sock is sent.socket or (sock.user is not sent.sender and sock.user is not sent.recipient):
                 misdelivered += 1
             conversation = frozenset((sent.sender.index, sent.recipient.index))
-            if mid is not None:
-                if mid < last_id.get(conversation, -1):
-                    out_of_order += 1
-                last_id[conversation] = max(mid, last_id.get(conversation, -1))
-            if sent.seq < last_seq.get(sent.socket.index, -1):
+            by_id = mid is not None and mid < last_id.get(conversation, -1)
+            by_sender = sent.seq < last_seq.get(sent.socket.index, -1)
+            if by_id or by_sender:
                 out_of_order += 1
+                out_of_order_by_id += by_id
+                out_of_order_by_sender += by_sender
+                if len(reorder_examples) < 5:
+                    reorder_examples.append(
+                        {
+                            "socket_of": sent.recipient.username
+                            if sock.user is sent.recipient
+                            else sent.sender.username,
+                            "message_id": mid,
+                            "after_id": last_id.get(conversation),
+                            "client_id": cid,
+                            "phase": sent.phase.name,
+                        }
+                    )
+            if mid is not None:
+                last_id[conversation] = max(mid, last_id.get(conversation, -1))
             last_seq[sent.socket.index] = max(sent.seq, last_seq.get(sent.socket.index, -1))
 
     stored_unacked = 0
@@ -96,6 +111,12 @@ def check_delivery(client: ChatClient, stored: dict[str, list[int]] | None) -> d
             "misdelivered": misdelivered,
             "id_mismatch": id_mismatch,
             "stored_but_unacked": stored_unacked,
+            "out_of_order_by_id": out_of_order_by_id,
+            "out_of_order_by_sender": out_of_order_by_sender,
+            "reorder_examples": reorder_examples,
+            "sockets_closed_by_server": Counter(
+                sock.closed_by_server for sock in client.sockets if sock.closed_by_server is not None
+            ),
             "foreign_frames": client.foreign_frames,
             "database_checked": stored is not None,
         },

@@ -47,7 +47,8 @@ class Socket:
     # (client_id, message id) of every `message` frame, in arrival order.
     received: list[tuple[str, int | None]] = field(default_factory=list)
     reader: asyncio.Task | None = None
-    closed_early: bool = False
+    # Set when the server closed the socket before the client did: "<code> <reason>".
+    closed_by_server: str | None = None
     next_seq: int = 0
 
 
@@ -117,6 +118,7 @@ class ChatClient:
         self.sockets: list[Socket] = []
         self.foreign_frames = 0
         self.error_frames: dict[str, int] = {}
+        self.closing = False
 
     # --- connecting ------------------------------------------------------------------
 
@@ -167,6 +169,8 @@ class ChatClient:
         await asyncio.gather(*(open_one(sock) for sock in self.sockets))
 
     async def close(self) -> None:
+        self.closing = True
+
         async def close_one(sock: Socket) -> None:
             if sock.ws is not None:
                 await sock.ws.close()
@@ -218,7 +222,8 @@ class ChatClient:
         except ConnectionClosed:
             pass
         finally:
-            sock.closed_early = sock.ws.close_code not in (1000, None) or sock.ws.close_rcvd is None
+            if not self.closing:
+                sock.closed_by_server = f"{sock.ws.close_code} {sock.ws.close_reason}".strip()
 
     def _maybe_done(self, sent: Sent) -> None:
         if sent.done:
@@ -244,15 +249,22 @@ class ChatClient:
         phase.sent += 1
         await sock.ws.send(frame)
 
-    async def finish(self, phase: Phase, timeout: float) -> bool:
+    async def finish(self, phase: Phase, timeout: float, stall_seconds: float = 30) -> bool:
+        """Wait until every message of the phase is acknowledged and delivered; give up
+        after `timeout`, or sooner when nothing progressed for `stall_seconds`."""
         phase.sending_done = True
         phase.sending_finished_at = now()
         phase.check_finished()
-        try:
-            await asyncio.wait_for(phase.finished.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        deadline = now() + timeout
+        progress, progressed_at = phase.completed, now()
+        while not phase.finished.is_set():
+            if now() > deadline or now() - progressed_at > stall_seconds:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(phase.finished.wait(), 1)
+            if phase.completed != progress:
+                progress, progressed_at = phase.completed, now()
+        return True
 
     async def warmup(self, timeout: float = 60) -> dict:
         """One message per user, unmeasured: imports, connection pools and caches."""

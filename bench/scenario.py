@@ -18,7 +18,7 @@ from bench.checks import check_delivery
 from bench.client import ChatClient, User, close_idle, idle_connections
 from bench.procs import CHANNELS_RELAY, PROJECT, make_server, running_together
 from bench.profiling import Profiler
-from bench.sysstat import Usage, UsageMeter, process_rss_bytes
+from bench.sysstat import Usage, UsageMeter, process_cpu_seconds, process_rss_bytes
 
 IDLE_CONCURRENCY = 64
 
@@ -100,13 +100,50 @@ async def drive(
     await client.connect_users(users, ws_urls, args.extra_socket_every)
     phases["connect"] = {"sockets": len(client.sockets), "seconds": round(time.perf_counter() - started, 3)}
     phases["warmup"] = await client.warmup()
+    phases["warmup"]["settle_seconds"] = await settle(pids)
     log(f"{label}: {len(client.sockets)} sockets connected, warm-up {phases['warmup']}")
+
+    # Idle capacity first, on a warmed-up process whose chat sockets are open but
+    # quiet: measured later, the memory freed by the chat phases would be reused and
+    # the RSS growth per connection understated.
+    if idle_users:
+        rss_before = process_rss_bytes(servers[0].pid)
+        profiler = Profiler(servers[0].pid, f"{client.run_tag}-idle") if args.profile and system == PROJECT else None
+        if profiler:
+            profiler.start()
+        with UsageMeter(pids, groups) as meter:
+            connections, idle = await idle_connections(
+                ws_urls[0],
+                idle_users,
+                args.idle_seconds,
+                IDLE_CONCURRENCY,
+                on_progress=lambda n: log(f"{label}: {n} idle connections"),
+            )
+        if profiler:
+            idle["profile"] = profiler.stop()
+        await asyncio.sleep(1)
+        rss_after = process_rss_bytes(servers[0].pid)
+        alive = sum(1 for ws in connections if ws.state is State.OPEN)
+        idle.update(
+            {
+                "alive_after_1s": alive,
+                "rss_before_mb": round(rss_before / 2**20, 1),
+                "rss_after_mb": round(rss_after / 2**20, 1),
+                "bytes_per_connection": round((rss_after - rss_before) / len(connections)) if connections else None,
+                "usage": meter.usage.as_dict(),
+            }
+        )
+        phases["idle"] = idle
+        log(f"{label}: idle {idle['connections']} connections, {idle['connections_per_second']}/s")
+        await close_idle(connections)
+        idle["settle_seconds_after"] = await settle(pids)
 
     with UsageMeter(pids, groups) as meter:
         phases["paced"] = await client.paced("paced", args.rate, args.paced_seconds)
     phases["paced"]["usage"] = meter.usage.as_dict()
     phases["paced"]["server_cpu_ms_per_message"] = _cpu_ms_per_message(meter.usage, phases["paced"]["messages"])
     log(f"{label}: paced {_brief(phases['paced'])}")
+    phases["paced"]["settle_seconds_after"] = await settle(pids)
 
     profiler = Profiler(servers[0].pid, f"{client.run_tag}-burst") if args.profile and system == PROJECT else None
     if profiler:
@@ -118,6 +155,7 @@ async def drive(
     if profiler:
         phases["burst"]["profile"] = profiler.stop()
     log(f"{label}: burst {phases['burst']['delivered_per_second']} msg/s, complete {phases['burst']['complete']}")
+    phases["burst"]["settle_seconds_after"] = await settle(pids)
 
     if system == PROJECT and args.history_seconds > 0:
 
@@ -136,33 +174,21 @@ async def drive(
     await client.close()
     log(f"{label}: chat sockets closed")
 
-    if idle_users:
-        await asyncio.sleep(1)  # let the closed chat sockets be cleaned up
-        rss_before = process_rss_bytes(servers[0].pid)
-        with UsageMeter(pids, groups) as meter:
-            connections, idle = await idle_connections(
-                ws_urls[0],
-                idle_users,
-                args.idle_seconds,
-                IDLE_CONCURRENCY,
-                on_progress=lambda n: log(f"{label}: {n} idle connections"),
-            )
-        await asyncio.sleep(1)
-        rss_after = process_rss_bytes(servers[0].pid)
-        alive = sum(1 for ws in connections if ws.state is State.OPEN)
-        idle.update(
-            {
-                "alive_after_1s": alive,
-                "rss_before_mb": round(rss_before / 2**20, 1),
-                "rss_after_mb": round(rss_after / 2**20, 1),
-                "bytes_per_connection": round((rss_after - rss_before) / len(connections)) if connections else None,
-                "usage": meter.usage.as_dict(),
-            }
-        )
-        phases["idle"] = idle
-        log(f"{label}: idle {idle['connections']} connections, {idle['connections_per_second']}/s")
-        await close_idle(connections)
     return phases
+
+
+async def settle(pids: dict[str, int], quiet_cores: float = 0.15, limit: float = 30) -> float:
+    """Wait until the servers are (nearly) idle, so that one phase's backlog (e.g. the
+    disconnects of thousands of idle sockets) is not measured in the next. Returns the
+    seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        await asyncio.sleep(0.5)
+        busy = max((process_cpu_seconds(pid) - before[name]) / 0.5 for name, pid in pids.items())
+        if busy < quiet_cores:
+            break
+    return round(time.perf_counter() - started, 1)
 
 
 def _cpu_ms_per_message(usage: Usage, messages: int) -> float | None:
