@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -48,6 +49,46 @@ class PageProblems:
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
         dialog.dismiss()
+
+
+class SocketProxy:
+    """A Playwright WebSocket route between a page and the real server."""
+
+    def __init__(self) -> None:
+        self.swallow_sends = False
+        self.more_once = False
+        self.swallowed: list[dict] = []
+        self.forwarded: list[dict] = []
+        self.syncs: list[int] = []
+        self.replayed: int | None = None  # messages sent after the rewritten `synced`
+
+    def handle(self, ws) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(frame: str) -> None:
+            data = json.loads(frame)
+            if data.get("type") == "sync":
+                self.syncs.append(data["since"])
+            if data.get("type") == "send":
+                (self.swallowed if self.swallow_sends else self.forwarded).append(data)
+                if self.swallow_sends:
+                    return
+            server.send(frame)
+
+        def from_server(frame: str) -> None:
+            data = json.loads(frame)
+            if data.get("type") == "synced" and self.more_once:
+                # As if the server had stopped at its batch limit before everything the
+                # page has: the next round repeats all of it.
+                self.more_once = False
+                self.replayed = 0
+                frame = json.dumps({"type": "synced", "last_id": 0, "more": True})
+            elif data.get("type") == "message" and self.replayed is not None:
+                self.replayed += 1
+            ws.send(frame)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
 
 
 def register(page: Page, base: str, username: str, screenshot: str | None = None) -> None:
@@ -282,35 +323,43 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         shown = carol.evaluate("window.__notifications")
         assert shown == [{"title": "bob", "body": "Are you there, carol?", "tag": "messenger-bob"}]
 
-        # --- A send that is never answered turns "failed"; Retry sends it again under
-        # the same client_id. A WebSocket route in carol's page swallows her sends.
-        swallowed, forwarded, swallow = [], [], {"on": True}
-
-        def proxy(ws) -> None:
-            server_side = ws.connect_to_server()
-
-            def from_page(frame: str) -> None:
-                if '"type":"send"' in frame.replace(" ", ""):
-                    (swallowed if swallow["on"] else forwarded).append(json.loads(frame))
-                    if swallow["on"]:
-                        return
-                server_side.send(frame)
-
-            ws.on_message(from_page)
-
-        carol.route_web_socket(re.compile(r"/ws/chat/$"), proxy)
+        # --- A route in carol's page sits on her WebSocket: it can swallow her sends
+        # and rewrite what the server answers.
+        proxy = SocketProxy()
+        carol.route_web_socket(re.compile(r"/ws/chat/$"), proxy.handle)
         carol.goto(f"{base}/chat/bob/")
         wait_connected(carol)
+
+        # A send that is never answered turns "failed"; Retry sends it again under the
+        # same client_id.
+        proxy.swallow_sends = True
         send(carol, "Did this get through?")
         lost = message(carol, "Did this get through?")
         expect(lost).to_have_attribute("data-status", "failed", timeout=WAIT)
         expect(lost.get_by_text("Not sent.")).to_be_visible()
-        swallow["on"] = False
+        proxy.swallow_sends = False
         lost.get_by_role("button", name="Retry").click()
         expect(lost).to_have_attribute("data-status", re.compile("sent|read"), timeout=WAIT)
-        assert len(swallowed) == 1
-        assert [f["client_id"] for f in forwarded] == [swallowed[0]["client_id"]]
-        carol.unroute_all()
+        assert len(proxy.swallowed) == 1
+        assert [f["client_id"] for f in proxy.forwarded] == [proxy.swallowed[0]["client_id"]]
+
+        # `synced` with `more: true` makes the page sync again from its `last_id`;
+        # messages that come twice are shown once.
+        shown_before = carol.locator(".msg").count()
+        proxy.syncs.clear()
+        proxy.more_once = True
+        carol.reload()
+        wait_connected(carol)
+        expect(carol.locator(".msg")).to_have_count(shown_before)
+        deadline = time.monotonic() + 10
+        while len(proxy.syncs) < 2 and time.monotonic() < deadline:
+            carol.wait_for_timeout(100)
+        assert proxy.syncs[0] > 0 and proxy.syncs[1] == 0, proxy.syncs
+        carol.wait_for_timeout(500)  # let the second round land
+        assert proxy.replayed >= shown_before
+        expect(carol.locator(".msg")).to_have_count(shown_before)
+        ids = carol.locator(".msg[data-id]").evaluate_all("nodes => nodes.map(n => n.dataset.id)")
+        assert len(ids) == len(set(ids)), ids
 
         # --- Screenshots: desktop, then phone width.
         save_screenshot(bob, "home-desktop")
