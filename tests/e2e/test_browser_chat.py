@@ -1,9 +1,13 @@
 """The browser chat end to end: real daphne, PostgreSQL, Redis and headless Chromium.
 
 Two people register through the register page, find each other on the users page and
-talk; a third one writes to one of them so that the home page has something to
-reorder. Then the server is restarted under an open chat. The browser flow is slow to
-start, so it runs once, as one scenario, with screenshots along the way.
+talk (live messages, typing, read receipts, links, markup shown as text); a third one
+writes to one of them so that the home page has badges to bump and rows to reorder.
+Along the way: desktop notifications while hidden, a send that fails and is retried,
+a `more: true` sync, drafts, the unread divider, keyboard navigation. Then the server
+is restarted under an open chat, and a long history is scrolled through. Starting the
+browser and the server is what costs the time, so all of it is one scenario, with
+screenshots (test-artifacts/screenshots/, and docs/screenshots/chat.png for the README).
 """
 
 from __future__ import annotations
@@ -116,6 +120,15 @@ def open_chat_from_users_page(page: Page, base: str, search: str, username: str)
     page.locator(f'[data-user-list] .user-row[data-username="{username}"]').click()
     expect(page).to_have_url(f"{base}/chat/{username}/")
     wait_connected(page)
+
+
+def tab_to(page: Page, selector: str, presses: int = 25) -> None:
+    """Press Tab until the element has the focus, as a keyboard user would."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.locator(selector).evaluate("node => node === document.activeElement"):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab")
 
 
 def send(page: Page, text: str) -> None:
@@ -387,8 +400,12 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
         alice.set_viewport_size(DESKTOP)
         bob.set_viewport_size(DESKTOP)
         wait_connected(alice)
-        # bob opens the chat again: the divider marks where the unread messages start.
-        bob.goto(f"{base}/chat/alice/")
+        # bob opens the chat again, with the keyboard only: the divider marks where
+        # the unread messages start.
+        bob.goto(f"{base}/")
+        tab_to(bob, '[data-peer="alice"] a')
+        bob.keyboard.press("Enter")
+        expect(bob).to_have_url(f"{base}/chat/alice/")
         divider = bob.locator("[data-unread-divider]")
         expect(divider).to_be_visible()
         expect(bob.locator("[data-unread-divider] + .msg .msg-body")).to_have_text("Ça marche, see you there!")
