@@ -49,6 +49,7 @@ FIGURES: list[Figure] = [
     ("idle: connections", _get("phases", "idle", "connections"), True, "{:.0f}"),
     ("idle: connections/s", _get("phases", "idle", "connections_per_second"), True, "{:.0f}"),
     ("idle: KiB per connection", _kib_per_connection, False, "{:.1f}"),
+    ("idle: server CPU ms/connection", _get("phases", "idle", "server_cpu_ms_per_connection"), False, "{:.2f}"),
     ("history: pages/s (under chat)", _get("phases", "history", "pages_per_second"), True, "{:.0f}"),
     ("history: p99 (ms)", _get("phases", "history", "latency", "p99_ms"), False, "{:.1f}"),
     ("lost", _get("correctness", "lost"), False, "{:.0f}"),

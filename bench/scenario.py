@@ -131,6 +131,7 @@ async def drive(
                 "rss_after_mb": round(rss_after / 2**20, 1),
                 "bytes_per_connection": round((rss_after - rss_before) / len(connections)) if connections else None,
                 "usage": meter.usage.as_dict(),
+                "server_cpu_ms_per_connection": _cpu_ms_per_message(meter.usage, len(connections)),
             }
         )
         phases["idle"] = idle
@@ -192,8 +193,8 @@ async def settle(pids: dict[str, int], quiet_cores: float = 0.15, limit: float =
 
 
 def _cpu_ms_per_message(usage: Usage, messages: int) -> float | None:
-    """CPU of all server processes per message sent: robust to a busy machine, where
-    rates and latencies are not."""
+    """CPU of all server processes per message sent (or connection opened): robust to
+    a busy machine, where rates and latencies are not."""
     cores = sum(v for k, v in usage.processes.items() if k.startswith("server"))
     return round(cores * usage.wall_seconds * 1000 / messages, 2) if messages else None
 

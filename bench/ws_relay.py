@@ -176,7 +176,17 @@ async def serve_forever(port: int, table: str) -> None:
     stop = asyncio.get_running_loop().create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
-    async with serve(relay.handle, "127.0.0.1", port, process_request=_health, max_size=MAX_FRAME, compression=None):
+    async with serve(
+        relay.handle,
+        "127.0.0.1",
+        port,
+        process_request=_health,
+        max_size=MAX_FRAME,
+        compression=None,
+        # As daphne does: a ping every 20 s, and 30 s for the answer.
+        ping_interval=20,
+        ping_timeout=30,
+    ):
         with contextlib.suppress(asyncio.CancelledError):
             await stop
     await pool.close()
