@@ -50,13 +50,7 @@ class SendBatcher:
             self.wakeup.clear()
             while self.waiting:
                 batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-                try:
-                    outcomes = await database_sync_to_async(message_send_many)(requests=[r for r, _ in batch])
-                except Exception as exc:
-                    # The database is unreachable, say: every sender hears of it, none
-                    # gets an ack.
-                    logger.exception("storing a batch of %d messages failed", len(batch))
-                    outcomes = [exc] * len(batch)
+                outcomes = await self._store([r for r, _ in batch])
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():  # the socket went away meanwhile
                         continue
@@ -64,6 +58,21 @@ class SendBatcher:
                         future.set_exception(outcome)
                     else:
                         future.set_result(outcome)
+
+    async def _store(self, requests: list[SendRequest]) -> list:
+        try:
+            return await database_sync_to_async(message_send_many)(requests=requests)
+        except Exception as exc:
+            if len(requests) == 1:
+                # The database is unreachable, say: the sender hears of it, no ack.
+                logger.exception("storing a message failed")
+                return [exc]
+        # One bad request must not fail the others: store them one by one.
+        logger.warning("storing a batch of %d messages failed; storing them one by one", len(requests))
+        outcomes = []
+        for request in requests:
+            outcomes.extend(await self._store([request]))
+        return outcomes
 
 
 send_batcher = SendBatcher()

@@ -395,3 +395,25 @@ async def test_connections_beyond_the_per_user_cap_are_refused(alice, settings):
     third = await connect(alice)  # room again once a tab closed
     for client in (tabs[1], third):
         await client.close()
+
+
+async def test_one_send_that_breaks_the_database_does_not_fail_the_others_in_its_batch(alice, bob, monkeypatch):
+    from messaging import batching, services
+
+    real = services.message_send_many
+    batch_sizes = []
+
+    def fragile(*, requests):
+        batch_sizes.append(len(requests))
+        if any(r.body == "poison" for r in requests):
+            raise RuntimeError("the database refused something in this batch")
+        return real(requests=requests)
+
+    monkeypatch.setattr(batching, "message_send_many", fragile)
+    batcher = batching.SendBatcher()
+    requests = [services.SendRequest(alice, "bob", body) for body in ("fine 0", "poison", "fine 2")]
+    outcomes = await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+    assert batch_sizes[0] == 3  # they were stored together, then one by one
+    assert [outcomes[0].message.body, outcomes[2].message.body] == ["fine 0", "fine 2"]
+    assert isinstance(outcomes[1], RuntimeError)
+    assert await Message.objects.acount() == 2
