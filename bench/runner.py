@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -191,6 +192,7 @@ def build_results(args: argparse.Namespace, started: datetime, runs: list[dict],
         "finished_at": datetime.now(UTC).isoformat(),
         "options": options,
         "sockets": sockets,
+        "git": _git_state(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -200,4 +202,20 @@ def build_results(args: argparse.Namespace, started: datetime, runs: list[dict],
         },
         "runs": runs,
         "notes": notes,
+    }
+
+
+def _git_state() -> dict:
+    """Which code was measured: the commit, and whether the working tree differed."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "modified_files": git("status", "--porcelain", "--untracked-files=no").splitlines(),
     }
