@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -38,12 +38,17 @@ def _page(results: list, next_url: str | None) -> Response:
     return Response({"results": results, "next": next_url})
 
 
+def _page_schema(name: str, item: serializers.Serializer) -> serializers.Serializer:
+    """The OpenAPI shape of a page, for views that paginate by hand."""
+    return inline_serializer(name, {"results": item, "next": serializers.URLField(allow_null=True)})
+
+
 class ConversationPagination(Pagination):
     ordering = ("-activity", "-id")
 
 
 class ConversationListView(APIView):
-    @extend_schema(responses=ConversationSerializer(many=True))
+    @extend_schema(responses=_page_schema("ConversationPage", ConversationSerializer(many=True)))
     def get(self, request: Request) -> Response:
         paginator = ConversationPagination()
         rows = paginator.paginate_queryset(selectors.conversation_list(user=request.user), request, view=self)
@@ -67,10 +72,16 @@ class ConversationListView(APIView):
 class MessagesView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("before", int, description="Only messages older than this id (the `next` link sets it)"),
-            OpenApiParameter("page_size", int, description="1 to 200, default 50"),
+            OpenApiParameter(
+                "before",
+                {"type": "integer", "minimum": 1},
+                description="Only messages older than this id (the `next` link sets it)",
+            ),
+            OpenApiParameter(
+                "page_size", {"type": "integer", "minimum": 1, "maximum": 200}, description="1 to 200, default 50"
+            ),
         ],
-        responses=MessageSerializer(many=True),
+        responses=_page_schema("MessagePage", MessageSerializer(many=True)),
     )
     def get(self, request: Request, username: str) -> Response:
         before = _int_param(request, "before", default=None, minimum=1)
