@@ -35,17 +35,19 @@ def _conns_key(user_id: int) -> str:
 
 
 # KEYS: conns, online. ARGV: conn, now, expiry, ttl, user_id.
-# Returns 1 when the user was offline before this connection was counted.
+# Returns {1 when the user was offline before this connection was counted, the
+# number of live connections}.
 _CONNECT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+local count = redis.call('ZCARD', KEYS[1])
 local was = redis.call('ZSCORE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[5])
 if (not was) or tonumber(was) <= tonumber(ARGV[2]) then
-  return 1
+  return {1, count}
 end
-return 0
+return {0, count}
 """
 
 # KEYS: conns, online. ARGV: conn ('' for none), now, user_id.
@@ -71,9 +73,10 @@ class _RedisPresence:
         self.connect_script = self.redis.register_script(_CONNECT)
         self.drop_script = self.redis.register_script(_DROP)
 
-    def connect(self, user_id: int, conn: str, now: float, timeout: int) -> bool:
+    def connect(self, user_id: int, conn: str, now: float, timeout: int) -> tuple[bool, int]:
         keys = [_conns_key(user_id), _ONLINE_KEY]
-        return bool(self.connect_script(keys=keys, args=[conn, now, now + timeout, timeout * 2, user_id]))
+        came_online, count = self.connect_script(keys=keys, args=[conn, now, now + timeout, timeout * 2, user_id])
+        return bool(came_online), int(count)
 
     def drop(self, user_id: int, conn: str, now: float) -> bool:
         return bool(self.drop_script(keys=[_conns_key(user_id), _ONLINE_KEY], args=[conn, now, user_id]))
@@ -97,14 +100,14 @@ class _LocalPresence:
         self.conns: dict[int, dict[str, float]] = {}
         self.online: dict[int, float] = {}
 
-    def connect(self, user_id: int, conn: str, now: float, timeout: int) -> bool:
+    def connect(self, user_id: int, conn: str, now: float, timeout: int) -> tuple[bool, int]:
         with self.lock:
             conns = {c: exp for c, exp in self.conns.get(user_id, {}).items() if exp > now}
             conns[conn] = now + timeout
             self.conns[user_id] = conns
             was = self.online.get(user_id)
             self.online[user_id] = max(conns.values())
-            return was is None or was <= now
+            return was is None or was <= now, len(conns)
 
     def drop(self, user_id: int, conn: str, now: float) -> bool:
         with self.lock:
@@ -138,15 +141,21 @@ def _timeout() -> int:
     return settings.PRESENCE_TIMEOUT_SECONDS
 
 
+def presence_open(*, user_id: int, connection_id: str) -> tuple[bool, int]:
+    """Count a new live connection. Returns whether the user just came online, and how
+    many live connections they now have (this one included)."""
+    return _backend().connect(user_id, connection_id, time.time(), _timeout())
+
+
 def presence_connect(*, user_id: int, connection_id: str) -> bool:
     """Count a new live connection. Returns True when the user just came online."""
-    return _backend().connect(user_id, connection_id, time.time(), _timeout())
+    return presence_open(user_id=user_id, connection_id=connection_id)[0]
 
 
 def presence_heartbeat(*, user_id: int, connection_id: str) -> bool:
     """Extend a connection's life. Returns True when the user had been counted offline
     meanwhile (their connection expired, e.g. Redis was flushed) and is online again."""
-    return _backend().connect(user_id, connection_id, time.time(), _timeout())
+    return _backend().connect(user_id, connection_id, time.time(), _timeout())[0]
 
 
 def presence_disconnect(*, user_id: int, connection_id: str) -> bool:

@@ -34,6 +34,14 @@ def _json(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
+def _open_connection(user: Any, channel_name: str) -> tuple[bool, int, int]:
+    """Count the connection and find where its client stands, in one thread hop:
+    (came online, live connections of the user, newest message id)."""
+    came_online, count = presence.presence_open(user_id=user.pk, connection_id=channel_name)
+    last_id = selectors.last_message_id(user=user) if count <= settings.MAX_CONNECTIONS_PER_USER else 0
+    return came_online, count, last_id
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     user: Any
     group: str
@@ -47,13 +55,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.last_heartbeat = 0.0
         # Subscribe before `ready`: every message stored after `ready` reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        came_online = await self._heartbeat(force=True)
-        count = await database_sync_to_async(presence.connection_count)(self.user.pk)
+        self.last_heartbeat = time.monotonic()
+        came_online, count, last_id = await database_sync_to_async(_open_connection)(self.user, self.channel_name)
         if count > settings.MAX_CONNECTIONS_PER_USER:
             await self._leave()
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
-        last_id = await database_sync_to_async(selectors.last_message_id)(user=self.user)
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
