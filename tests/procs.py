@@ -231,3 +231,14 @@ class BotProcess(Process):
     def wait_ready(self, timeout: float = 90) -> BotProcess:
         _wait_for_log(self, self._log_offset, "Run polling for bot", timeout, "the bot")
         return self
+
+
+def declare_broker_queues() -> None:
+    """Declare Celery's queues on the Redis broker again. Flushing the Redis database
+    (the root conftest does before each test) drops kombu's binding keys, after which
+    publishing a task fails with "Cannot route message"."""
+    from chatproject.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in app.amqp.queues.values():
+            queue.bind(connection.default_channel).declare()

@@ -14,7 +14,7 @@ from notifications.models import Notification, NotifiedWatermark, TelegramLink
 from notifications.services import telegram_mute_set
 from notifications.tests.conftest import BOT_TOKEN, link
 from tests.fake_telegram import BOT_USERNAME
-from tests.procs import BotProcess, CeleryWorker, require_stack
+from tests.procs import BotProcess, CeleryWorker, declare_broker_queues, require_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -76,11 +76,7 @@ def _stack(fake_telegram, settings):
     # As if configured: the web side then need not ask getMe (nor import aiogram).
     settings.TELEGRAM_BOT_USERNAME = BOT_USERNAME
     # The root conftest flushed Redis, and with it the broker's queue bindings.
-    from chatproject.celery import app
-
-    with app.connection_for_write() as connection:
-        for queue in app.amqp.queues.values():
-            queue.bind(connection.default_channel).declare()
+    declare_broker_queues()
 
 
 def send(sender, recipient, body: str):
