@@ -440,3 +440,15 @@ def test_a_nul_in_a_name_search_or_cursor_is_no_server_error(request, alice, cli
 def test_a_crafted_cursor_is_no_server_error(alice):
     response = api_for(alice).get(reverse("api-conversations"), {"cursor": _cursor("p=abc")})
     assert response.status_code in (400, 404)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (reported): messaging/ws_auth.py parses the first frame catching ValueError only; "
+    "deeply nested JSON raises RecursionError and crashes the handshake instead of closing 4401",
+)
+async def test_deeply_nested_json_as_the_first_frame_closes_with_4401():
+    communicator = await _handshake()
+    await communicator.send_to(text_data="[" * 4000 + "]" * 4000)
+    assert await communicator.receive_output(3) == CLOSED_4401
