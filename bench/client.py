@@ -105,6 +105,10 @@ def latency_summary(values: list[float]) -> dict:
     }
 
 
+def _rate(count: int, seconds: float) -> float | None:
+    return round(count / seconds, 1) if seconds > 0 else None
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -296,6 +300,9 @@ class ChatClient:
             "incomplete": phase.sent - phase.completed,
             "target_rate": rate,
             "achieved_send_rate": round(phase.sent / send_seconds, 1) if send_seconds > 0 else None,
+            # Below the target rate: the system could not keep up, and the latencies
+            # are mostly time spent queueing.
+            "delivered_per_second": _rate(phase.sent, (phase.last_delivery_at or now()) - phase.started_at),
             "latency": latency_summary(phase.latencies),
             "ack_latency": latency_summary(phase.ack_latencies),
         }

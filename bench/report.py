@@ -30,6 +30,7 @@ def _kib_per_connection(run: dict) -> float | None:
 
 FIGURES: list[Figure] = [
     ("paced: sent msg/s", _get("phases", "paced", "achieved_send_rate"), True, "{:.0f}"),
+    ("paced: delivered msg/s", _get("phases", "paced", "delivered_per_second"), True, "{:.0f}"),
     ("paced: latency p50 (ms)", _get("phases", "paced", "latency", "p50_ms"), False, "{:.1f}"),
     ("paced: latency p95 (ms)", _get("phases", "paced", "latency", "p95_ms"), False, "{:.1f}"),
     ("paced: latency p99 (ms)", _get("phases", "paced", "latency", "p99_ms"), False, "{:.1f}"),

@@ -171,6 +171,13 @@ def build_results(args: argparse.Namespace, started: datetime, runs: list[dict],
                     "the client may have set the pace."
                 )
     for run in runs:
+        paced = run["phases"].get("paced", {})
+        if (paced.get("delivered_per_second") or 0) < 0.9 * args.rate:
+            notes.append(
+                f"{run['label']} did not keep up with {args.rate:.0f} msg/s (delivered "
+                f"{paced.get('delivered_per_second')} msg/s): its paced latencies are mostly queueing."
+            )
+    for run in runs:
         c = run["correctness"]
         run["correct"] = not (c["lost"] or c["duplicated"] or c["out_of_order"] or c["detail"]["unacked"])
     project_bad = [r["label"] for r in runs if r["system"] == "project" and not r["correct"]]
