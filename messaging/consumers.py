@@ -113,11 +113,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if await self._heartbeat():
             await presence_events.announce(user_id=self.user.pk, online=True)
-        handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+        frame_type = frame.get("type")
+        handler = self.handlers.get(frame_type) if isinstance(frame_type, str) else None
         if handler is None:
-            await self._error("bad_frame", f"Unknown frame type {str(frame.get('type'))[:40]!r}.")
+            shown = frame_type[:40] if isinstance(frame_type, str) else type(frame_type).__name__
+            await self._error("bad_frame", f"Unknown frame type {shown!r}.")
             return
-        client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+        client_id = frame.get("client_id")
+        if not isinstance(client_id, str) or not services.text_is_storable(client_id):
+            client_id = None  # echoed in errors: a lone surrogate could not even be sent back
         try:
             await handler(self, frame)
         except ChatError as exc:
