@@ -48,7 +48,13 @@ class ConversationPagination(Pagination):
 
 
 class ConversationListView(APIView):
-    @extend_schema(responses=_page_schema("ConversationPage", ConversationSerializer(many=True)))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("cursor", str, description="The pagination cursor value (the `next` link sets it)"),
+            OpenApiParameter("page_size", {"type": "integer", "minimum": 1}, description="At most 200, default 50"),
+        ],
+        responses=_page_schema("ConversationPage", ConversationSerializer(many=True)),
+    )
     def get(self, request: Request) -> Response:
         paginator = ConversationPagination()
         rows = paginator.paginate_queryset(selectors.conversation_list(user=request.user), request, view=self)
