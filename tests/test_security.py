@@ -452,3 +452,28 @@ async def test_deeply_nested_json_as_the_first_frame_closes_with_4401():
     communicator = await _handshake()
     await communicator.send_to(text_data="[" * 4000 + "]" * 4000)
     assert await communicator.receive_output(3) == CLOSED_4401
+
+
+# --- Browser hardening -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"]
+)
+def test_login_never_redirects_off_site(alice, target):
+    response = Client().post(
+        f"{reverse('login')}?next={target}", {"username": "alice", "password": PASSWORD, "next": target}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+
+
+@pytest.mark.django_db
+def test_pages_refuse_framing_and_sniffing_and_keep_the_session_cookie_from_scripts(alice, bob):
+    browser = Client()
+    response = browser.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+    assert response.cookies["sessionid"]["httponly"]
+    for url in (reverse("home"), reverse("chat", args=["bob"]), reverse("users"), reverse("settings")):
+        page = browser.get(url)
+        assert page.status_code == 200, url
+        assert page["X-Frame-Options"] == "DENY" and page["X-Content-Type-Options"] == "nosniff", url
