@@ -68,7 +68,7 @@ def _token_from_frame(event: dict) -> str | None:
         return None
     try:
         frame = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting fits in 8 KiB
         return None
     if not isinstance(frame, dict) or frame.get("type") != "auth":
         return None

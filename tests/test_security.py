@@ -31,7 +31,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -418,15 +417,7 @@ NUL_ON_POSTGRESQL = [
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("client_kind", "url"), NUL_ON_POSTGRESQL)
-def test_a_nul_in_a_name_search_or_cursor_is_no_server_error(request, alice, client_kind, url):
-    if connection.vendor == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG (reported): accounts.selectors and the cursor pagination pass NUL to "
-                "PostgreSQL, which refuses it with DataError -> 500",
-            )
-        )
+def test_a_nul_in_a_name_search_or_cursor_is_no_server_error(alice, client_kind, url):
     client = api_for(alice) if client_kind == "api" else Client()
     if client_kind == "browser":
         client.force_login(alice)
@@ -434,20 +425,12 @@ def test_a_nul_in_a_name_search_or_cursor_is_no_server_error(request, alice, cli
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True, reason="BUG (reported): a cursor position that is not a number reaches the ORM -> ValueError, 500"
-)
 def test_a_crafted_cursor_is_no_server_error(alice):
     response = api_for(alice).get(reverse("api-conversations"), {"cursor": _cursor("p=abc")})
     assert response.status_code in (400, 404)
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): messaging/ws_auth.py parses the first frame catching ValueError only; "
-    "deeply nested JSON raises RecursionError and crashes the handshake instead of closing 4401",
-)
 async def test_deeply_nested_json_as_the_first_frame_closes_with_4401():
     communicator = await _handshake()
     await communicator.send_to(text_data="[" * 4000 + "]" * 4000)
