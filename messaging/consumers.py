@@ -6,9 +6,11 @@ happened before (messaging.ws_auth); the user is in `scope["user"]`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,11 +22,17 @@ from messaging import presence_events, selectors, services
 from messaging.batching import send_batcher
 from messaging.delivery import user_group
 from messaging.errors import ChatError, InvalidInput, NotFound, RateLimited
+from messaging.ordering import InOrder
 from messaging.serializers import message_dict
 
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
+# How long a message waits for one that should have come before it, before the gap is
+# filled from the database.
+GAP_WAIT_SECONDS = 1.0
+# Ids of the messages this socket sent, so that a gap fill does not echo them back.
+ACKED_MEMORY = 1000
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_CONNECTIONS = 4429
@@ -61,6 +69,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._leave()
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
+        self.in_order = InOrder(user_id=self.user.pk, seen=last_id)
+        self.delivery_lock = asyncio.Lock()
+        self.gap_task: asyncio.Task | None = None
+        self.acked: deque[int] = deque(maxlen=ACKED_MEMORY)
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
@@ -76,6 +88,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         group, self.group = getattr(self, "group", ""), ""
         if not group:
             return
+        if getattr(self, "gap_task", None):
+            self.gap_task.cancel()
         await self.channel_layer.group_discard(group, self.channel_name)
         went_offline = await database_sync_to_async(presence.presence_disconnect)(
             user_id=self.user.pk, connection_id=self.channel_name
@@ -90,9 +104,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not force and now - self.last_heartbeat < max(1.0, settings.PRESENCE_TIMEOUT_SECONDS / 4):
             return False
         self.last_heartbeat = now
-        return await database_sync_to_async(presence.presence_heartbeat)(
-            user_id=self.user.pk, connection_id=self.channel_name
-        )
+        try:
+            return await database_sync_to_async(presence.presence_heartbeat)(
+                user_id=self.user.pk, connection_id=self.channel_name
+            )
+        except Exception:
+            # Redis is down, say. Raising here would close the socket with 1011 before
+            # the frame is answered; errors keep the connection open instead, and the
+            # next heartbeat counts the connection again.
+            logger.warning("presence heartbeat failed for user %s", self.user.pk, exc_info=True)
+            return False
 
     # --- frames from the client -------------------------------------------------
 
@@ -147,6 +168,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         )
         payload = message_dict(result.message)  # sender and recipient are loaded: no query
+        self.acked.append(result.message.pk)
         await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
 
     async def on_sync(self, frame: dict) -> None:
@@ -156,10 +178,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         messages, more = await database_sync_to_async(selectors.messages_since)(
             user=self.user, since=since, limit=selectors.SYNC_LIMIT
         )
-        for message in messages:
-            await self.send(_json({"type": "message", "message": message_dict(message)}))
-        last_id = messages[-1].pk if messages else since
-        await self.send(_json({"type": "synced", "last_id": last_id, "more": more}))
+        async with self.delivery_lock:
+            for message in messages:
+                await self.send(_json({"type": "message", "message": message_dict(message)}))
+            last_id = messages[-1].pk if messages else since
+            await self.send(_json({"type": "synced", "last_id": last_id, "more": more}))
+            # The client has these now: live copies of them are not sent again.
+            for ready in self.in_order.advance(last_id):
+                await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
 
     async def on_typing(self, frame: dict) -> None:
         to = frame.get("to")
@@ -187,9 +213,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- events from the channel layer ------------------------------------------
 
     async def chat_message(self, event: dict) -> None:
-        if event.get("origin") == self.channel_name:
-            return  # this socket sent it and gets the ack instead
-        await self.send(_json({"type": "message", "message": event["message"]}))
+        async with self.delivery_lock:
+            for ready in self.in_order.offer(event):
+                await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
+            self._watch_gap()
+
+    async def _emit(self, message: dict, *, own: bool) -> None:
+        if own or message["id"] in self.acked:
+            return  # this socket sent it and got the ack instead
+        await self.send(_json({"type": "message", "message": message}))
+
+    def _watch_gap(self) -> None:
+        if self.in_order.waiting and (self.gap_task is None or self.gap_task.done()):
+            self.gap_task = asyncio.get_running_loop().create_task(self._fill_gap())
+
+    async def _fill_gap(self) -> None:
+        """A message is held back for one that has not arrived: after a moment, read
+        what is missing from PostgreSQL."""
+        await asyncio.sleep(GAP_WAIT_SECONDS)
+        async with self.delivery_lock:
+            if not self.in_order.waiting:
+                return
+            messages, _ = await database_sync_to_async(selectors.messages_since)(
+                user=self.user, since=self.in_order.seen, limit=selectors.SYNC_LIMIT
+            )
+            logger.info("user %s: filled a gap of %d message(s) from the database", self.user.pk, len(messages))
+            for message in messages:
+                if message.pk > self.in_order.seen:
+                    await self._emit(message_dict(message), own=False)
+                    self.in_order.seen = message.pk
+            for ready in self.in_order.advance(self.in_order.seen):
+                await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
+            self._watch_gap()
 
     async def chat_typing(self, event: dict) -> None:
         await self.send(_json({"type": "typing", "from": event["from"]}))

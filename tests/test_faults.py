@@ -212,15 +212,14 @@ async def test_after_a_redis_restart_under_load_nothing_acknowledged_is_lost_and
         )
         assert set(error_codes) <= {"server_error"}
         assert [s.silences for s in senders] == [0, 0]
+        # Errors keep the connection open: nobody had to reconnect.
+        assert [s.reconnects for s in senders] == [0, 0]
 
         # Without restarting anything: a new message reaches bob's socket live, on the
         # other process; the history API answers; presence is counted again.
         assert not bob_ws.closed.is_set()
         alice_ws = await LiveSocket.open(a.ws_url, token_for(alice))
-        came_online = await bob_ws.wait_for(
-            lambda f: f["type"] == "presence" and f["user"] == "alice" and f["online"], timeout=10
-        )
-        assert came_online["last_seen"]
+        await bob_ws.wait_for(lambda f: f["type"] == "presence" and f["user"] == "alice" and f["online"], timeout=10)
         await alice_ws.send({"type": "send", "to": "bob", "body": "after the restart", "client_id": "after"})
         ack = await alice_ws.wait_for(lambda f: f["type"] == "ack", timeout=10)
         live = await bob_ws.wait_for(
