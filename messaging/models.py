@@ -78,3 +78,19 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.sender_id}→{self.recipient_id}: {self.body[:40]}"
+
+
+class DeliveryCursor(models.Model):
+    """The newest message to or from each user, moved under the user's lock in the
+    transaction that stores the message. Every delivered message carries the previous
+    value for both people, so each socket can tell a message that overtook another
+    one (published by another server process) or one that was lost in transit, and
+    put its stream back in order."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="delivery_cursor"
+    )
+    last_message_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} up to {self.last_message_id}"

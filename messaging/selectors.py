@@ -11,7 +11,7 @@ from accounts.models import User
 from accounts.selectors import user_get_active
 from messaging import history
 from messaging.errors import NotFound
-from messaging.models import Conversation, Membership, Message
+from messaging.models import Conversation, DeliveryCursor, Membership, Message
 from messaging.serializers import message_dict
 
 SYNC_LIMIT = 500
@@ -97,6 +97,9 @@ def messages_since(*, user: User, since: int, limit: int = SYNC_LIMIT) -> tuple[
 
 def last_message_id(*, user: User) -> int:
     """The newest message id to or from the user (0 when none)."""
+    cursor = DeliveryCursor.objects.filter(user=user).values_list("last_message_id", flat=True).first()
+    if cursor is not None:
+        return cursor
     newest = [
         Message.objects.filter(**{field: user}).order_by("-id").values_list("id", flat=True).first() or 0
         for field in ("sender", "recipient")

@@ -7,14 +7,21 @@ import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, Case, F, Q, Value, When
+from django.db.models import BigIntegerField, Case, F, Max, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from accounts.models import User
 from messaging import history
 from messaging.delivery import deliver
 from messaging.errors import ChatError, InvalidInput, NotFound
-from messaging.models import MAX_BODY_LENGTH, MAX_CLIENT_ID_LENGTH, Conversation, Membership, Message
+from messaging.models import (
+    MAX_BODY_LENGTH,
+    MAX_CLIENT_ID_LENGTH,
+    Conversation,
+    DeliveryCursor,
+    Membership,
+    Message,
+)
 from messaging.ratelimit import send_rate_take
 from messaging.serializers import message_dict
 from messaging.signals import message_stored, messages_read
@@ -256,6 +263,7 @@ def _store(
         order = [i for i in order if i in pending]
         if not order:
             return
+        cursors = dict(DeliveryCursor.objects.filter(user_id__in=users).values_list("user_id", "last_message_id"))
         messages = Message.objects.bulk_create(
             [
                 Message(
@@ -270,7 +278,12 @@ def _store(
         )
         newest: dict[int, int] = {}
         read_by_sender: dict[tuple[int, int], int] = {}
+        previous: dict[int, dict[str, int]] = {}
         for message in messages:
+            previous[message.pk] = {
+                str(user_id): cursors.get(user_id, 0) for user_id in (message.sender_id, message.recipient_id)
+            }
+            cursors[message.sender_id] = cursors[message.recipient_id] = message.pk
             newest[message.conversation_id] = max(newest.get(message.conversation_id, 0), message.pk)
             key = (message.conversation_id, message.sender_id)
             read_by_sender[key] = max(read_by_sender.get(key, 0), message.pk)
@@ -293,18 +306,26 @@ def _store(
                 ),
             )
         )
+        DeliveryCursor.objects.bulk_create(
+            [DeliveryCursor(user_id=user_id, last_message_id=last) for user_id, last in cursors.items()],
+            update_conflicts=True,
+            unique_fields=["user"],
+            update_fields=["last_message_id"],
+        )
         origins = {}
         for index, message in zip(order, messages, strict=True):
             outcomes[index] = SendResult(message=message, created=True)
             origins[message.pk] = requests[index].origin_channel
-        transaction.on_commit(lambda: _after_messages_stored(messages, origins))
+        transaction.on_commit(lambda: _after_messages_stored(messages, origins, previous))
 
 
 def _pair_key(a: User, b: User) -> tuple[int, int]:
     return (a.pk, b.pk) if a.pk < b.pk else (b.pk, a.pk)
 
 
-def _after_messages_stored(messages: list[Message], origins: dict[int, str | None]) -> None:
+def _after_messages_stored(
+    messages: list[Message], origins: dict[int, str | None], previous: dict[int, dict[str, int]]
+) -> None:
     payloads = [message_dict(m) for m in messages]
     by_conversation: dict[int, list[dict]] = {}
     for message, payload in zip(messages, payloads, strict=True):
@@ -319,7 +340,13 @@ def _after_messages_stored(messages: list[Message], origins: dict[int, str | Non
     for message, payload in zip(messages, payloads, strict=True):
         deliver(
             user_ids=[message.sender_id, message.recipient_id],
-            event={"type": "chat.message", "message": payload, "origin": origins.get(message.pk)},
+            event={
+                "type": "chat.message",
+                "message": payload,
+                "origin": origins.get(message.pk),
+                # For each person, the id of their message before this one.
+                "prev": previous[message.pk],
+            },
         )
     for message in messages:
         message_stored.send(sender=Message, message=message)
@@ -330,6 +357,22 @@ def _drop_history_quietly(conversation_id: int) -> None:
         history.history_cached_drop(conversation_id=conversation_id)
     except Exception:
         logger.exception("history cache drop failed for conversation %s", conversation_id)
+
+
+def delivery_cursors_rebuild(*, user_ids: list[int]) -> None:
+    """Recompute the users' delivery cursors from their messages, after messages were
+    written without `message_send` (demo data, imports)."""
+    newest: dict[int, int] = dict.fromkeys(user_ids, 0)
+    for field in ("sender_id", "recipient_id"):
+        rows = Message.objects.filter(**{f"{field}__in": user_ids}).values(field).annotate(newest=Max("id"))
+        for row in rows:
+            newest[row[field]] = max(newest[row[field]], row["newest"])
+    DeliveryCursor.objects.bulk_create(
+        [DeliveryCursor(user_id=user_id, last_message_id=last) for user_id, last in newest.items()],
+        update_conflicts=True,
+        unique_fields=["user"],
+        update_fields=["last_message_id"],
+    )
 
 
 def conversation_mark_read(*, user: User, peer_username: str, up_to: object) -> int:

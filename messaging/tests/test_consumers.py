@@ -417,3 +417,69 @@ async def test_one_send_that_breaks_the_database_does_not_fail_the_others_in_its
     assert [outcomes[0].message.body, outcomes[2].message.body] == ["fine 0", "fine 2"]
     assert isinstance(outcomes[1], RuntimeError)
     assert await Message.objects.acount() == 2
+
+
+# --- order across server processes ------------------------------------------------------
+
+
+async def _stored_events(monkeypatch, sends):
+    """Store messages but keep their delivery events, to publish them as another
+    process might: late, out of order, or never."""
+    from messaging import services
+
+    captured = []
+    monkeypatch.setattr(services, "deliver", lambda *, user_ids, event: captured.append((user_ids, event)))
+    for sender, to, body in sends:
+        await sync_to_async(message_send)(sender=sender, recipient_username=to, body=body)
+    monkeypatch.undo()
+    return captured
+
+
+async def _publish(user_ids, event):
+    from channels.layers import get_channel_layer
+
+    from messaging.delivery import user_group
+
+    for user_id in user_ids:
+        await get_channel_layer().group_send(user_group(user_id), event)
+
+
+async def test_messages_published_out_of_order_reach_the_socket_in_order(alice, bob, carol, monkeypatch):
+    bob_ws = await connect(bob)
+    events = await _stored_events(monkeypatch, [(alice, "bob", "first"), (carol, "bob", "second")])
+    for user_ids, event in reversed(events):
+        await _publish(user_ids, event)
+    received = [(await bob_ws.recv_type("message"))["message"]["body"] for _ in range(2)]
+    assert received == ["first", "second"]
+    assert await bob_ws.nothing(0.3)
+    await bob_ws.close()
+
+
+async def test_a_message_lost_in_transit_is_filled_in_from_the_database(alice, bob, monkeypatch):
+    from messaging import consumers
+
+    monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
+    bob_ws = await connect(bob)
+    events = await _stored_events(monkeypatch, [(alice, "bob", "lost"), (alice, "bob", "arrives")])
+    await _publish(*events[1])  # the first one never comes
+    received = [(await bob_ws.recv_type("message", timeout=5))["message"]["body"] for _ in range(2)]
+    assert received == ["lost", "arrives"]
+    await _publish(*events[0])  # arriving after all: not delivered twice
+    assert await bob_ws.nothing(0.3)
+    await bob_ws.close()
+
+
+async def test_a_gap_fill_does_not_echo_a_senders_own_message(alice, bob, monkeypatch):
+    from messaging import consumers, services
+
+    monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
+    alice_ws = await connect(alice)
+    monkeypatch.setattr(services, "deliver", lambda *, user_ids, event: None)  # the event of "mine" is lost
+    await send(alice_ws, "bob", "mine")
+    monkeypatch.undo()
+    monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
+    await sync_to_async(message_send)(sender=bob, recipient_username="alice", body="reply")
+    frame = await alice_ws.recv_type("message", timeout=5)
+    assert frame["message"]["body"] == "reply"
+    assert await alice_ws.nothing(0.5)
+    await alice_ws.close()

@@ -17,7 +17,7 @@ from django.db.models import Max
 
 from accounts.models import User
 from messaging.models import Conversation, Message
-from messaging.services import conversation_get_or_create
+from messaging.services import conversation_get_or_create, delivery_cursors_rebuild
 
 LINES = [
     "Hi! How are you?",
@@ -76,6 +76,7 @@ class Command(BaseCommand):
                 created += len(rows)
                 newest = Message.objects.filter(conversation=conversation).aggregate(m=Max("id"))["m"]
                 Conversation.objects.filter(pk=conversation.pk).update(last_message_id=newest)
+        delivery_cursors_rebuild(user_ids=[p.pk for p in people])
         self.stdout.write(
             self.style.SUCCESS(
                 f"{len(people)} demo users ({users - len(existing)} new), {len(pairs)} conversations, "
