@@ -76,9 +76,18 @@ class _RedisHistory:
         return [json.loads(m) for m in members if m]
 
     def append(self, conversation_id: int, messages: list[dict]) -> None:
-        self.append_script(
-            keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)]
-        )
+        self.append_many({conversation_id: messages})
+
+    def append_many(self, by_conversation: dict[int, list[dict]]) -> None:
+        """One round trip for every conversation of a batch."""
+        pipe = self.redis.pipeline(transaction=False)
+        for conversation_id, messages in by_conversation.items():
+            self.append_script(
+                keys=[_key(conversation_id)],
+                args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)],
+                client=pipe,
+            )
+        pipe.execute()
 
     def fill(self, conversation_id: int, messages: list[dict]) -> None:
         self.fill_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])
@@ -108,6 +117,10 @@ class _LocalHistory:
             if conversation_id in self.entries:
                 self._add(self.entries[conversation_id], messages)
 
+    def append_many(self, by_conversation: dict[int, list[dict]]) -> None:
+        for conversation_id, messages in by_conversation.items():
+            self.append(conversation_id, messages)
+
     def fill(self, conversation_id: int, messages: list[dict]) -> None:
         with self.lock:
             self._add(self.entries.setdefault(conversation_id, {}), messages)
@@ -127,9 +140,10 @@ def history_cache_reset() -> None:
     _backend.cache_clear()
 
 
-def history_cached_add_many(*, conversation_id: int, messages: list[dict]) -> None:
-    """Call after the messages committed."""
-    _backend().append(conversation_id, messages)
+def history_cached_add_many(*, by_conversation: dict[int, list[dict]]) -> None:
+    """Extend the cached pages of these conversations; call after the messages
+    committed."""
+    _backend().append_many(by_conversation)
 
 
 def history_cached_drop(*, conversation_id: int) -> None:

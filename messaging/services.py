@@ -22,7 +22,7 @@ from messaging.models import (
     Membership,
     Message,
 )
-from messaging.ratelimit import send_rate_take
+from messaging.ratelimit import send_rate_take_many
 from messaging.serializers import message_dict
 from messaging.signals import message_stored, messages_read
 
@@ -187,11 +187,12 @@ def message_send_many(*, requests: list[SendRequest]) -> list[SendResult | ChatE
     by_sender: dict[int, list[int]] = {}
     for index in sorted(pending):
         by_sender.setdefault(requests[index].sender.pk, []).append(index)
-    for sender_id, indexes in by_sender.items():
-        allowed, limited = send_rate_take(user_id=sender_id, count=len(indexes))
-        for index in indexes[allowed:]:
-            outcomes[index] = limited
-            del pending[index]
+    if by_sender:
+        allowed, limited = send_rate_take_many(counts={user_id: len(indexes) for user_id, indexes in by_sender.items()})
+        for sender_id, indexes in by_sender.items():
+            for index in indexes[allowed[sender_id] :]:
+                outcomes[index] = limited
+                del pending[index]
 
     if pending:
         for attempt in range(2):
@@ -330,12 +331,12 @@ def _after_messages_stored(
     by_conversation: dict[int, list[dict]] = {}
     for message, payload in zip(messages, payloads, strict=True):
         by_conversation.setdefault(message.conversation_id, []).append(payload)
-    for conversation_id, conversation_payloads in by_conversation.items():
-        try:
-            history.history_cached_add_many(conversation_id=conversation_id, messages=conversation_payloads)
-        except Exception:
-            # The cache may be down; drop the entry so that it refills from PostgreSQL.
-            logger.exception("history cache update failed for conversation %s", conversation_id)
+    try:
+        history.history_cached_add_many(by_conversation=by_conversation)
+    except Exception:
+        # The cache may be down; drop the entries so that they refill from PostgreSQL.
+        logger.exception("history cache update failed for %d conversation(s)", len(by_conversation))
+        for conversation_id in by_conversation:
             _drop_history_quietly(conversation_id)
     for message, payload in zip(messages, payloads, strict=True):
         deliver(
