@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -360,3 +361,17 @@ async def eventually(condition, *, timeout: float, every: float = 0.05) -> bool:
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(every)
+
+
+async def open_stalled_socket(ws_url: str, token: str):
+    """A client that authenticates and then never reads: a tiny receive buffer, and the
+    library stops reading as soon as one frame waits unread."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(ws_url.split(":")[2].split("/")[0])))
+    ws = await ws_connect(ws_url, sock=sock, max_queue=1, max_size=2**22, open_timeout=10, compression=None)
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    async with asyncio.timeout(10):
+        ready = json.loads(await ws.recv())
+    return ws, ready

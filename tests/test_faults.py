@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections import Counter
 
@@ -20,13 +21,24 @@ from django.db.models import Count, Q
 from accounts.tests.factories import UserFactory
 from messaging.models import Message
 from messaging.services import message_send
-from tests.faults_support import LiveSocket, PrivatePostgres, PrivateRedis, Sender, eventually, http_json, token_for
+from tests.faults_support import (
+    LiveSocket,
+    PrivatePostgres,
+    PrivateRedis,
+    Sender,
+    eventually,
+    http_json,
+    open_stalled_socket,
+    rss_kib,
+    token_for,
+)
 from tests.procs import DaphneServer, free_port, require_stack, running
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PRESENCE_TIMEOUT = 2
 SWEEP_INTERVAL = 1  # max(1, PRESENCE_TIMEOUT / 4), messaging.presence_events
+STALLED_TABS = 4
 
 
 @pytest.fixture
@@ -305,3 +317,132 @@ async def test_a_send_while_postgresql_is_down_gets_an_error_and_the_service_rec
                 await socket.close()
     finally:
         database.destroy()
+
+
+async def test_a_client_that_reconnects_at_random_moments_under_concurrent_senders_misses_nothing(server_env, bob):
+    require_stack()
+    seed = random.randrange(2**32)
+    chance = random.Random(seed)
+    users = [await sync_to_async(UserFactory)(username=f"peer{i}") for i in range(6)]
+    a, b = DaphneServer(**server_env()), DaphneServer(**server_env())
+    with running(a, b):
+        senders = [Sender(token_for(u), "bob", u.username, 80) for u in users]
+        runs = [
+            asyncio.create_task(s.run(lambda url=(a, b)[i % 2].ws_url: url, limit=60)) for i, s in enumerate(senders)
+        ]
+        connections: list[LiveSocket] = []
+        synced: list[dict] = []
+        sinces: list[int] = []
+        server = a
+        bob_ws = await LiveSocket.open(server.ws_url, token_for(bob))
+        connections.append(bob_ws)
+        # bob drops his connection at random moments and comes back to the other
+        # process, syncing from the newest message he saw.
+        for _ in range(5):
+            await asyncio.sleep(chance.uniform(0.2, 1.6))
+            await bob_ws.close()
+            seen = [m["id"] for c in connections for m in c.live_messages()] + [m["id"] for m in synced]
+            since = max(seen, default=bob_ws.ready["last_message_id"])
+            server = b if server is a else a
+            bob_ws = await LiveSocket.open(server.ws_url, token_for(bob))
+            connections.append(bob_ws)
+            sinces.append(since)
+            synced.extend(await bob_ws.sync_all(since, _page_ids(bob)))
+        await asyncio.gather(*runs)
+
+        stored = await _stored(sender_ids=[u.pk for u in users], recipient=bob)
+        _assert_every_ack_stored_once(senders, stored)
+
+        def seen_ids() -> list[int]:
+            return [m["id"] for c in connections for m in c.live_messages()] + [m["id"] for m in synced]
+
+        missing = await _wait_until_seen(set(stored), lambda: set(seen_ids()), 15)
+        counts = Counter(seen_ids())
+        live_twice = [i for i, n in Counter(m["id"] for c in connections for m in c.live_messages()).items() if n > 1]
+        late = 0  # live messages older than one already seen live on the same connection
+        for connection in connections:
+            newest = 0
+            for message in connection.live_messages():
+                late += message["id"] < newest
+                newest = max(newest, message["id"])
+        print(
+            f"\nseed {seed}: {len(stored)} messages from 6 senders on two processes; bob reconnected 5 times, "
+            f"synced from {sinces}: {len(synced)} synced, {sum(n > 1 for n in counts.values())} both live and "
+            f"synced; live messages older than one seen before on the same connection: {late}; "
+            f"missing {sorted(missing)}"
+        )
+        assert missing == set()
+        assert live_twice == []
+        await bob_ws.close()
+
+
+async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recovers_with_sync(
+    server_env, alice, bob, carol
+):
+    require_stack()
+    dave, erin = [await sync_to_async(UserFactory)(username=name) for name in ("dave", "erin")]
+    server = DaphneServer(**server_env())
+    with running(server):
+        # bob has a few tabs that never read: what the server holds for them adds up.
+        stalled = [await open_stalled_socket(server.ws_url, token_for(bob)) for _ in range(STALLED_TABS)]
+        ready = stalled[0][1]
+        assert all(r["type"] == "ready" for _, r in stalled)
+        alice_ws = await LiveSocket.open(server.ws_url, token_for(alice))
+        erin_ws = await LiveSocket.open(server.ws_url, token_for(erin))
+
+        async def probe(tag: str, count: int) -> list[float]:
+            """alice -> erin, one after the other: seconds until erin has each one."""
+            latencies = []
+            for i in range(count):
+                started = time.monotonic()
+                await alice_ws.send({"type": "send", "to": "erin", "body": f"{tag} {i}", "client_id": f"{tag}-{i}"})
+                await erin_ws.wait_for(
+                    lambda f, body=f"{tag} {i}": f["type"] == "message" and f["message"]["body"] == body, timeout=10
+                )
+                latencies.append(time.monotonic() - started)
+                await asyncio.sleep(0.05)
+            return latencies
+
+        quiet = await probe("quiet", 20)
+        rss_before = rss_kib(server.pid)
+        flood = [Sender(token_for(u), "bob", u.username, 300, window=8) for u in (carol, dave)]
+        for sender in flood:
+            # Text that does not compress: what is buffered is what was sent.
+            sender.frame = lambda i, s=sender: {
+                "type": "send",
+                "to": "bob",
+                "body": "".join(chr(random.randint(0x4E00, 0x9FFF)) for _ in range(3990)),
+                "client_id": f"{s.prefix}-{i}",
+            }
+        flood_started = time.monotonic()
+        runs = [asyncio.create_task(s.run(lambda: server.ws_url, limit=90)) for s in flood]
+        during = await probe("busy", 40)
+        await asyncio.gather(*runs)
+        flood_seconds = time.monotonic() - flood_started
+        rss_flooded = rss_kib(server.pid)
+        after = await probe("after", 10)
+
+        for ws, _ in stalled:
+            ws.transport.abort()
+        await asyncio.sleep(2)
+        rss_released = rss_kib(server.pid)
+        bob_back = await LiveSocket.open(server.ws_url, token_for(bob))
+        recovered = await bob_back.sync_all(ready["last_message_id"], _page_ids(bob))
+        stored = await _stored(sender_ids=[carol.pk, dave.pk], recipient=bob)
+        flood_bytes = sum(len(m["body"].encode()) for m in recovered)
+
+        def summary(latencies: list[float]) -> str:
+            ordered = sorted(latencies)
+            return f"median {ordered[len(ordered) // 2] * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
+
+        print(
+            f"\n{len(stored)} messages ({flood_bytes / 2**20:.1f} MiB of UTF-8) flooded in {flood_seconds:.1f} s "
+            f"to {STALLED_TABS} sockets that never read; daphne RSS {rss_before / 1024:.1f} MiB before, "
+            f"{rss_flooded / 1024:.1f} MiB after the flood, "
+            f"{rss_released / 1024:.1f} MiB 2 s after those clients were cut; alice->erin latency quiet "
+            f"{summary(quiet)}, during the flood {summary(during)}, after {summary(after)}"
+        )
+        assert len(stored) == 600
+        assert [m["id"] for m in recovered] == sorted(stored)
+        for socket in (alice_ws, erin_ws, bob_back):
+            await socket.close()
