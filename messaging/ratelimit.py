@@ -4,6 +4,7 @@ the shared cache so that WebSocket and REST sends on every process count togethe
 A fixed window: cheap and shared; a burst may straddle two windows. With Redis the
 counts of a whole batch of sends are taken in one round trip."""
 
+import logging
 import math
 import time
 
@@ -11,6 +12,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from messaging.errors import RateLimited
+
+logger = logging.getLogger(__name__)
 
 
 def _key(user_id: int, window_index: int) -> str:
@@ -26,7 +29,13 @@ def send_rate_take_many(*, counts: dict[int, int]) -> tuple[dict[int, int], Rate
     retry_after = max(1, math.ceil((window_index + 1) * window - now))
     error = RateLimited(f"Too many messages: at most {limit} per {window} s.", retry_after=retry_after)
     if settings.REDIS_URL:
-        totals = _incr_redis(counts, window_index, window)
+        try:
+            totals = _incr_redis(counts, window_index, window)
+        except Exception:
+            # Redis is down: PostgreSQL still stores sends, so they are not refused for
+            # want of a counter; the limit applies again once Redis is back.
+            logger.warning("send rate not counted: Redis unavailable", exc_info=True)
+            totals = dict(counts)
     else:
         totals = {user_id: _incr_cache(_key(user_id, window_index), n, window) for user_id, n in counts.items()}
     allowed = {user_id: max(0, min(n, limit - (totals[user_id] - n))) for user_id, n in counts.items()}
