@@ -133,6 +133,7 @@ async def test_clients_of_a_killed_web_process_lose_and_duplicate_nothing(server
         killed_at = time.monotonic()
         acked_at_kill = sum(len(s.acked) for s in senders)
         sent_to_doomed = {f"{s.prefix}-{i}" for s in senders for i in range(s.sent)}
+        acked_before_kill = {c for s in senders for c in s.acked}
 
         # carol's connection is gone without a close: her presence expires.
         offline = await bob_stays.wait_for(
@@ -170,7 +171,8 @@ async def test_clients_of_a_killed_web_process_lose_and_duplicate_nothing(server
             f"reconnects {[s.reconnects for s in senders]}, errors {[len(s.errors) for s in senders]}; "
             f"moved tab: {len(seen_before)} live before the kill, {len(bob_back.live_messages())} live after, "
             f"{len(synced)} synced from {since}, {len(overlap)} both live and synced; "
-            f"staying tab: {len(stayed_ids)} live, missing {sorted(missing_stayed)}; "
+            f"staying tab: {len(stayed_ids)} live, missing {sorted(missing_stayed)} (acknowledged before the kill: "
+            f"{sorted(i for i in missing_stayed if stored[i]['client_id'] in acked_before_kill)}); "
             f"carol offline after {carol_offline_after:.1f} s"
         )
         assert missing_moved == set()
@@ -275,12 +277,8 @@ async def test_a_send_while_postgresql_is_down_gets_an_error_and_the_service_rec
             await alice_ws.send({"type": "send", "to": "bob", "body": "before", "client_id": "before"})
             await alice_ws.wait_for(lambda f: f["type"] == "ack", timeout=10)
 
-            # Sends in flight when PostgreSQL goes away, and one after.
+            # A steady stream of sends: PostgreSQL goes away in the middle of it.
             start = len(alice_ws.frames)
-            for i in range(20):
-                await alice_ws.send({"type": "send", "to": "bob", "body": f"m{i}", "client_id": f"m{i}"})
-            await sync_to_async(database.stop)()
-            await alice_ws.send({"type": "send", "to": "bob", "body": "down", "client_id": "down"})
 
             def answers() -> dict[str, list[dict]]:
                 found: dict[str, list[dict]] = {}
@@ -289,7 +287,17 @@ async def test_a_send_while_postgresql_is_down_gets_an_error_and_the_service_rec
                         found.setdefault(frame["client_id"], []).append(frame)
                 return found
 
-            client_ids = [f"m{i}" for i in range(20)] + ["down"]
+            async def stream() -> None:
+                for i in range(40):
+                    await alice_ws.send({"type": "send", "to": "bob", "body": f"m{i}", "client_id": f"m{i}"})
+                    await asyncio.sleep(0.02)
+
+            streaming = asyncio.create_task(stream())
+            assert await eventually(lambda: len(answers()) >= 5, timeout=10, every=0.005)
+            await sync_to_async(database.stop)()
+            await streaming
+            await alice_ws.send({"type": "send", "to": "bob", "body": "down", "client_id": "down"})
+            client_ids = [f"m{i}" for i in range(40)] + ["down"]
             await eventually(lambda: len(answers()) == len(client_ids), timeout=15)
             got = answers()
             assert sorted(got) == sorted(client_ids)
@@ -315,7 +323,7 @@ async def test_a_send_while_postgresql_is_down_gets_an_error_and_the_service_rec
                 "SELECT client_id, count(*) FROM messaging_message GROUP BY client_id ORDER BY client_id"
             )
             acked = [c for c, frames in got.items() if frames[0]["type"] == "ack"]
-            print(f"\nPostgreSQL stopped with 20 sends in flight: {len(acked)} acked, {len(failed)} errors")
+            print(f"\nPostgreSQL stopped during a stream of 40 sends: {len(acked)} acked, {len(failed)} errors")
             assert dict(rows) == {c: 1 for c in ["before", "after", *client_ids]}
             await bob_ws.wait_for(lambda f: f["type"] == "message" and f["message"]["client_id"] == "after", timeout=10)
             for socket in (alice_ws, bob_ws):
