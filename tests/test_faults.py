@@ -371,16 +371,16 @@ async def test_a_client_that_reconnects_at_random_moments_under_concurrent_sende
     users = [await sync_to_async(UserFactory)(username=f"peer{i}") for i in range(6)]
     a, b = DaphneServer(**server_env()), DaphneServer(**server_env())
     with running(a, b):
-        senders = [Sender(token_for(u), "bob", u.username, 80) for u in users]
-        runs = [
-            asyncio.create_task(s.run(lambda url=(a, b)[i % 2].ws_url: url, limit=60)) for i, s in enumerate(senders)
-        ]
         connections: list[LiveSocket] = []
         synced: list[dict] = []
         sinces: list[int] = []
         server = a
         bob_ws = await LiveSocket.open(server.ws_url, token_for(bob))
         connections.append(bob_ws)
+        senders = [Sender(token_for(u), "bob", u.username, 80) for u in users]
+        runs = [
+            asyncio.create_task(s.run(lambda url=(a, b)[i % 2].ws_url: url, limit=60)) for i, s in enumerate(senders)
+        ]
         # bob drops his connection at random moments and comes back to the other
         # process, syncing from the newest message he saw.
         for _ in range(5):
