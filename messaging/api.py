@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from accounts import presence
 from accounts.pagination import Pagination
 from accounts.serializers import UserSerializer
-from messaging import selectors, services
+from messaging import delivery, selectors, services
 from messaging.errors import ChatError, RateLimited
 from messaging.serializers import (
     ConversationSerializer,
@@ -117,6 +117,8 @@ class MessagesView(APIView):
             )
         except ChatError as exc:
             raise ChatAPIError(exc) from exc
+        # Answer only once the message is on its way to every socket (delivery.flush).
+        delivery.flush_sync()
         return Response(message_dict(result.message), status=status.HTTP_201_CREATED)
 
 

@@ -16,6 +16,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
+from messaging import delivery
 from messaging.services import SendRequest, SendResult, message_send_many
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class SendBatcher:
             while self.waiting:
                 batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
                 outcomes = await self._store([r for r, _ in batch])
+                # Acknowledge only what has been published (see delivery.flush).
+                await delivery.flush()
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():  # the socket went away meanwhile
                         continue

@@ -50,7 +50,36 @@ async def _publish(user_ids: list[int], event: dict) -> None:
 async def _worker(queue: asyncio.Queue) -> None:
     while True:
         user_ids, event = await queue.get()
+        if isinstance(event, asyncio.Future):
+            if not event.done():
+                event.set_result(None)  # everything queued before it is published
+            continue
         await _publish(user_ids, event)
+
+
+async def flush() -> None:
+    """Wait until every event queued so far on this loop has been published.
+
+    A send is acknowledged only after this: a process killed after the ack has
+    published the message already, and one killed before it has not acknowledged it,
+    so the client sends it again (same `client_id`: stored once)."""
+    loop, queue = _loop, _queue
+    if queue is None or loop is not asyncio.get_running_loop():
+        return
+    marker: asyncio.Future = loop.create_future()
+    _enqueue(queue, ([], marker))  # type: ignore[arg-type]
+    await marker
+
+
+def flush_sync() -> None:
+    """`flush` for sync code running under the server (Django's sync views)."""
+    loop = _loop
+    if loop is None or not loop.is_running():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(flush)()
 
 
 def bind_loop() -> None:
