@@ -16,9 +16,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
+from chatproject import slow_clients  # noqa: E402
 from messaging.delivery import BindDeliveryLoop  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # noqa: E402
+
+slow_clients.install()
 
 application = BindDeliveryLoop(
     ProtocolTypeRouter(

@@ -238,6 +238,9 @@ CHAT_RATE_LIMIT = _rate(env.str("CHAT_RATE_LIMIT", default="30/10"), "CHAT_RATE_
 PRESENCE_TIMEOUT_SECONDS = env.int("PRESENCE_TIMEOUT_SECONDS", default=60)
 # Open tabs and devices one user may have at once; more are refused (close code 4429).
 MAX_CONNECTIONS_PER_USER = env.int("MAX_CONNECTIONS_PER_USER", default=20)
+# A client that stops reading is disconnected once this much waits to be written to
+# it (it catches up with `sync` when it reconnects); 0 turns the limit off.
+WS_SEND_BUFFER_LIMIT_BYTES = env.int("WS_SEND_BUFFER_LIMIT_BYTES", default=1024 * 1024)
 NOTIFY_DELAY_SECONDS = env.int("NOTIFY_DELAY_SECONDS", default=10)
 
 # --- Telegram -------------------------------------------------------------------

@@ -31,6 +31,9 @@ MAX_FRAME_BYTES = 64 * 1024
 # How long a message waits for one that should have come before it, before the gap is
 # filled from the database.
 GAP_WAIT_SECONDS = 1.0
+# A `sync` page stops after about this much, with `more: true` (besides at most
+# SYNC_LIMIT messages).
+SYNC_PAGE_BYTES = 256 * 1024
 # Ids of the messages this socket sent, so that a gap fill does not echo them back.
 ACKED_MEMORY = 1000
 CLOSE_TOO_BIG = 1009
@@ -179,9 +182,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user=self.user, since=since, limit=selectors.SYNC_LIMIT
         )
         async with self.delivery_lock:
+            last_id, sent_bytes = since, 0
             for message in messages:
-                await self.send(_json({"type": "message", "message": message_dict(message)}))
-            last_id = messages[-1].pk if messages else since
+                if sent_bytes >= SYNC_PAGE_BYTES:
+                    # A page is also bounded in bytes, so that a client that reads is
+                    # never taken for one that does not (chatproject.slow_clients).
+                    more = True
+                    break
+                frame = _json({"type": "message", "message": message_dict(message)})
+                await self.send(frame)
+                sent_bytes += len(frame)
+                last_id = message.pk
             await self.send(_json({"type": "synced", "last_id": last_id, "more": more}))
             # The client has these now: live copies of them are not sent again.
             for ready in self.in_order.advance(last_id):

@@ -518,5 +518,8 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recover
         )
         assert len(stored) == 600
         assert [m["id"] for m in recovered] == sorted(stored)
+        # Each stalled socket is cut once WS_SEND_BUFFER_LIMIT_BYTES (1 MiB) wait for it:
+        # the flood (about 27 MiB towards them) must not pile up in the server.
+        assert rss_flooded - rss_before < 12 * 1024, "daphne buffered the flood for clients that never read"
         for socket in (alice_ws, erin_ws, bob_back):
             await socket.close()

@@ -483,3 +483,23 @@ async def test_a_gap_fill_does_not_echo_a_senders_own_message(alice, bob, monkey
     assert frame["message"]["body"] == "reply"
     assert await alice_ws.nothing(0.5)
     await alice_ws.close()
+
+
+async def test_a_sync_page_is_also_bounded_in_bytes(alice, bob, monkeypatch, settings):
+    from messaging import consumers
+
+    settings.CHAT_RATE_LIMIT = (1000, 10)
+    monkeypatch.setattr(consumers, "SYNC_PAGE_BYTES", 10_000)
+    ids = [
+        (await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="x" * 3000)).message.pk
+        for _ in range(6)
+    ]
+    bob_ws = await connect(bob)
+    await bob_ws.send({"type": "sync", "since": 0})
+    first = [(await bob_ws.recv_type("message"))["message"]["id"] for _ in range(4)]
+    assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": ids[3], "more": True}
+    await bob_ws.send({"type": "sync", "since": ids[3]})
+    rest = [(await bob_ws.recv_type("message"))["message"]["id"] for _ in range(2)]
+    assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": ids[5], "more": False}
+    assert first + rest == ids
+    await bob_ws.close()
