@@ -11,7 +11,7 @@ connection ids per user (score: expiry) and one sorted set of online users (scor
 latest expiry). Without Redis (the embedded single-process mode) the same rules run
 on an in-process table.
 
-The consumer reports connections (`presence_connect`, `presence_heartbeat`,
+The consumer reports connections (`presence_open`, `presence_heartbeat`,
 `presence_disconnect`); everyone else asks (`online_user_ids`, `is_online`).
 """
 
@@ -84,9 +84,6 @@ class _RedisPresence:
     def expired_user_ids(self, now: float) -> list[int]:
         return [int(uid) for uid in self.redis.zrangebyscore(_ONLINE_KEY, "-inf", now)]
 
-    def connection_count(self, user_id: int, now: float) -> int:
-        return self.redis.zcount(_conns_key(user_id), f"({now}", "+inf")
-
     def online_user_ids(self, user_ids: list[int], now: float) -> set[int]:
         scores = self.redis.zmscore(_ONLINE_KEY, user_ids)
         return {uid for uid, score in zip(user_ids, scores, strict=True) if score is not None and score > now}
@@ -122,10 +119,6 @@ class _LocalPresence:
     def expired_user_ids(self, now: float) -> list[int]:
         with self.lock:
             return [uid for uid, exp in self.online.items() if exp <= now]
-
-    def connection_count(self, user_id: int, now: float) -> int:
-        with self.lock:
-            return sum(1 for exp in self.conns.get(user_id, {}).values() if exp > now)
 
     def online_user_ids(self, user_ids: list[int], now: float) -> set[int]:
         with self.lock:
@@ -184,11 +177,6 @@ def online_user_ids(user_ids: Iterable[int]) -> set[int]:
     if not ids:
         return set()
     return _backend().online_user_ids(ids, time.time())
-
-
-def connection_count(user_id: int) -> int:
-    """How many live connections the user has, on all processes."""
-    return _backend().connection_count(user_id, time.time())
 
 
 def is_online(user_id: int) -> bool:

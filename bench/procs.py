@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
-from tests.procs import BIN, DaphneServer, Process, free_port, process_env
+from tests.procs import BIN, DaphneServer, Process, free_port, process_env, wait_healthy
 
 PROJECT = "project"
 CHANNELS_RELAY = "channels-relay"
@@ -63,20 +61,6 @@ def make_server(system: str, env: dict[str, str], relay_table: str) -> BenchDaph
     return BenchDaphne(system, env)
 
 
-def _wait_healthy(server: BenchDaphne | WebsocketsRelay, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.system} exited with {server.proc.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.system} did not become healthy:\n{server.log_tail()}")
-
-
 @contextlib.contextmanager
 def running_together(servers: list[BenchDaphne | WebsocketsRelay], timeout: float = 90) -> Iterator[None]:
     """Start the processes at once (Django's start-up is most of the wait), wait until
@@ -86,7 +70,7 @@ def running_together(servers: list[BenchDaphne | WebsocketsRelay], timeout: floa
             Process.start(server)
         deadline = time.monotonic() + timeout
         for server in servers:
-            _wait_healthy(server, deadline)
+            wait_healthy(server, server.url, deadline)
         yield
     finally:
         for server in reversed(servers):

@@ -131,19 +131,29 @@ class DaphneServer(Process):
 
     def start(self, timeout: float = 30) -> DaphneServer:
         super().start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"daphne did not become healthy:\n{self.log_tail()}")
+        try:
+            wait_healthy(self, self.url, time.monotonic() + timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+
+def wait_healthy(process: Process, url: str, deadline: float) -> None:
+    """Wait until `url`/healthz answers 200; raise with the log's tail if the process
+    exits or the deadline passes first."""
+    name = Path(process.args[0]).name
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not become healthy:\n{process.log_tail()}")
 
 
 @contextlib.contextmanager
