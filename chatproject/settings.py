@@ -148,6 +148,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = False
+# A task is acknowledged once it has run, and a pool child killed mid-task has its task
+# requeued at once rather than acknowledged: a notification it held is sent by the rerun.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -250,6 +252,9 @@ NOTIFY_DELAY_SECONDS = env.int("NOTIFY_DELAY_SECONDS", default=10)
 TELEGRAM_BOT_TOKEN = env.str("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_BOT_USERNAME = env.str("TELEGRAM_BOT_USERNAME", default="")
 TELEGRAM_API_BASE = env.str("TELEGRAM_API_BASE", default="")
+# Seconds one Bot API call may take. A notification whose worker died during its call
+# is sent again once that call has surely ended (notifications.services.sending_lease).
+TELEGRAM_REQUEST_TIMEOUT = env.int("TELEGRAM_REQUEST_TIMEOUT", default=15)
 
 # --- Internationalization, static files -----------------------------------------
 
