@@ -61,10 +61,12 @@ class NotifiedWatermark(models.Model):
 class Notification(models.Model):
     """One Telegram message about one or more chat messages from one sender.
 
-    `pending` → `sending` (committed before the Bot API call) → `sent` or `failed`.
-    A row found in `sending` by a later run means a worker died during the call: it
-    may or may not have reached Telegram, and it is not sent again (`unknown`), since
-    no message may ever be notified twice."""
+    `pending` → `sending` (committed before the Bot API call) → `sent` or `failed`
+    (or back to `pending` to retry, or `cancelled` when read, muted or unlinked first).
+    A row still `sending` once the call has surely ended (`services.sending_lease()`)
+    means its worker died during the call, which may or may not have reached Telegram:
+    it is sent again (a rare duplicate rather than a lost notification), unless it
+    has had `MAX_ATTEMPTS` attempts, when it becomes `unknown`."""
 
     class Status(models.TextChoices):
         PENDING = "pending"

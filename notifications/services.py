@@ -1,7 +1,7 @@
 """Telegram links and offline notifications: every write of the notifications app.
 
-How a message is notified at most once (and, barring a worker dying inside the one
-Bot API call, exactly once):
+How every due notification is sent at least once (and exactly once unless a worker
+dies right around its Bot API call):
 
 1. `message_stored` → `notification_schedule()` schedules `notify_offline(recipient,
    sender, message)` to run after `NOTIFY_DELAY_SECONDS` (Celery countdown; a timer
@@ -11,12 +11,25 @@ Bot API call, exactly once):
    watermark that arrived in this message's window, moves the watermark past them and,
    if the recipient is still offline, linked, unmuted and has not read them, creates
    one `Notification` (status `pending`, text frozen). A retried or redelivered task
-   finds the watermark already past its message and claims nothing.
-3. `notification_deliver()` flips a `pending` row to `sending` (committed), makes the
-   Bot API call, then records `sent` / `failed` / back to `pending` with a
-   `next_attempt_at`. A worker killed before the call leaves `pending`, which the
-   redelivered task (acks_late) sends; one killed during the call leaves `sending`,
-   which is never resent (`unknown`) once the call's time is surely up.
+   finds the watermark already past its message and claims nothing: no message is
+   ever claimed into two notifications.
+3. `notification_deliver()` flips a `pending` row to `sending` (committed, with
+   `sending_since` and one more `attempts`), makes the Bot API call, then records
+   `sent` / `failed` / back to `pending` with a `next_attempt_at`.
+4. A worker that dies leaves its task unacknowledged (acks_late): the broker hands it
+   out again, at once when a pool child dies (`task_reject_on_worker_lost`), after
+   `CELERY_VISIBILITY_TIMEOUT` when the whole worker does. The rerun delivers every
+   open notification of its pair, so it needs nothing from the run that died:
+   - died before the `sending` commit (during the claim, whose transaction rolls back,
+     or before the flip): the rerun claims or sends it as usual, exactly once;
+   - died after it: the row stays `sending`, and its call may still be in flight, so
+     runs leave it alone until `sending_lease()` after `sending_since`, when the call
+     has surely ended. Then it is sent again, with a warning in the log. Telegram may
+     have had the first call (the worker died after it, before recording `sent`): this
+     is the one way a notification is duplicated, chosen over never sending it
+     (at least once). A row still `sending` after `MAX_ATTEMPTS` attempts becomes
+     `unknown` (its last attempt may or may not have arrived) instead of killing
+     workers forever.
 """
 
 from __future__ import annotations
@@ -42,13 +55,11 @@ logger = logging.getLogger(__name__)
 
 LINK_TOKEN_LIFETIME = timedelta(minutes=10)
 TEXT_LIMIT = 300
-# Attempts of one notification before giving up (network errors, 5xx, 429).
+# Attempts of one notification before giving up (network errors, 5xx, 429, a worker
+# dying during the call).
 MAX_ATTEMPTS = 8
 # Waits between attempts after a network error or 5xx, by attempt number.
 RETRY_BACKOFF_SECONDS = (2, 5, 15, 30, 60, 120, 300)
-# After this long a `sending` row's Bot API call has certainly ended (it has a
-# REQUEST_TIMEOUT); if the row is still `sending`, its worker died.
-SENDING_LEASE = timedelta(seconds=2 * telegram.REQUEST_TIMEOUT + 5)
 
 
 # --- Linking --------------------------------------------------------------------
@@ -249,6 +260,14 @@ def _skip_reason(*, online: bool, unread: bool, link: TelegramLink | None) -> st
     return None
 
 
+def sending_lease() -> timedelta:
+    """How long after `sending_since` a `sending` row's Bot API call has surely ended
+    (if the row is still `sending` then, its worker died): twice the call's timeout,
+    plus time to start the call and record its result, and for the clocks of two
+    workers to disagree a little."""
+    return timedelta(seconds=2 * telegram.request_timeout() + 5)
+
+
 def _backoff(attempt: int) -> float:
     return float(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS)) - 1])
 
@@ -264,14 +283,31 @@ def notification_deliver(*, notification_id: int) -> float | None:
             # Another worker is deciding about it right now; look again shortly.
             return 1.0
         if notification.status == Notification.Status.SENDING:
-            lease_end = notification.sending_since + SENDING_LEASE
+            lease_end = notification.sending_since + sending_lease()
             if lease_end > now:
+                # The call may still be in flight: sending now could duplicate it.
                 return (lease_end - now).total_seconds()
-            notification.status = Notification.Status.UNKNOWN
-            notification.error = "the worker stopped during the Bot API call; not sent again"
-            notification.save(update_fields=["status", "error"])
-            logger.warning("notify: %s may or may not have been sent; not sending it again", notification)
-            return None
+            if notification.attempts >= MAX_ATTEMPTS:
+                notification.status = Notification.Status.UNKNOWN
+                notification.error = f"the worker stopped during attempt {notification.attempts} (the last allowed)"
+                notification.save(update_fields=["status", "error"])
+                logger.error(
+                    "notify: giving up on %s: its worker stopped during attempt %s, the last allowed; "
+                    "it may or may not have been sent",
+                    notification,
+                    notification.attempts,
+                )
+                return None
+            # Its worker died during (or right around) the call: send it again, rather
+            # than risk never sending it. If the call had reached Telegram, this is a
+            # duplicate.
+            logger.warning(
+                "notify: %s: the worker stopped during attempt %s; sending it again (may be a duplicate)",
+                notification,
+                notification.attempts,
+            )
+            notification.status = Notification.Status.PENDING
+            notification.error = f"the worker stopped during attempt {notification.attempts}"
         if notification.status != Notification.Status.PENDING:
             return None
         if notification.next_attempt_at > now:
@@ -289,9 +325,13 @@ def notification_deliver(*, notification_id: int) -> float | None:
         notification.status = Notification.Status.SENDING
         notification.sending_since = now
         notification.attempts += 1
-        notification.save(update_fields=["status", "sending_since", "attempts"])
+        notification.save(update_fields=["status", "sending_since", "attempts", "error"])
 
-    in_flight = Notification.objects.filter(pk=notification.pk, status=Notification.Status.SENDING)
+    # This attempt's row: a worker that outlived its lease (stopped, not killed) must
+    # not overwrite what the attempt that took over records.
+    in_flight = Notification.objects.filter(
+        pk=notification.pk, status=Notification.Status.SENDING, attempts=notification.attempts
+    )
     try:
         telegram.send_message(chat_id=notification.chat_id, text=notification.text)
     except telegram.RetryLater as exc:

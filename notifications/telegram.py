@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Seconds for one Bot API call (sendMessage, getMe). Bounds how long a notification
-# can sit in `sending`.
-REQUEST_TIMEOUT = 15
 _USERNAME_CACHE_KEY = "telegram:bot-username"
 _USERNAME_CACHE_SECONDS = 24 * 3600
 
@@ -65,6 +62,13 @@ def is_configured() -> bool:
     return bool(settings.TELEGRAM_BOT_TOKEN)
 
 
+def request_timeout() -> int:
+    """Seconds one Bot API call (sendMessage, getMe) may take, connecting included
+    (`TELEGRAM_REQUEST_TIMEOUT`). Bounds how long a notification can sit in `sending`
+    while its worker lives."""
+    return settings.TELEGRAM_REQUEST_TIMEOUT
+
+
 def preload() -> None:
     """Import aiogram now rather than inside the first notification."""
     import aiogram.client.session.aiohttp
@@ -84,7 +88,8 @@ def make_bot() -> Bot:
         raise NotConfigured("TELEGRAM_BOT_TOKEN is not set")
     base = settings.TELEGRAM_API_BASE
     api = TelegramAPIServer.from_base(base) if base else None
-    session = AiohttpSession(api=api, timeout=REQUEST_TIMEOUT) if api else AiohttpSession(timeout=REQUEST_TIMEOUT)
+    timeout = request_timeout()
+    session = AiohttpSession(api=api, timeout=timeout) if api else AiohttpSession(timeout=timeout)
     return Bot(
         settings.TELEGRAM_BOT_TOKEN,
         session=session,

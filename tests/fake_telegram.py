@@ -5,7 +5,10 @@ It implements what the messenger uses: getMe, deleteWebhook, getUpdates (long
 polling over updates the test injects with `push_message()`, honouring `offset` and
 `timeout`) and sendMessage (recorded in `sent`; `fail_next()` makes the next calls
 answer 429 with a retry_after, 403 (blocked), 400 (chat not found), 401 or 500
-instead, recorded in `refused`).
+instead, recorded in `refused`). `hold_next_send()` makes the next sendMessage hang
+unprocessed, as a slow Telegram would, until `release()` (then it is processed) or
+until its client goes away (then it never is: recorded in `dropped`), to kill a worker
+while its call is in flight.
 
     with FakeTelegram() as fake:
         ... TELEGRAM_API_BASE=fake.base_url ...
@@ -51,6 +54,12 @@ class FakeTelegram:
         self.sent: list[SentMessage] = []
         self.refused: list[Refusal] = []
         self.calls: list[str] = []
+        # sendMessage calls to hold: how many more, which chats are held right now, the
+        # chats of held calls whose client went away, and a count of `release()` calls.
+        self._holds = 0
+        self.holding: list[int] = []
+        self.dropped: list[int] = []
+        self._releases = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -85,6 +94,18 @@ class FakeTelegram:
         with self._lock:
             self._failures.setdefault(method, []).extend([(status, retry_after)] * times)
 
+    def hold_next_send(self, times: int = 1) -> None:
+        """Hold the next `times` sendMessage calls without processing them: each hangs
+        until `release()`, or until its client goes away (a killed worker, a timeout),
+        when it is dropped unprocessed (`dropped`). `holding` lists the chats held now."""
+        with self._lock:
+            self._holds += times
+
+    def release(self) -> None:
+        """Process the sendMessage calls held now (those whose client still waits)."""
+        with self._lock:
+            self._releases += 1
+
     def messages_to(self, chat_id: int) -> list[SentMessage]:
         with self._lock:
             return [m for m in self.sent if m.chat_id == chat_id]
@@ -108,6 +129,9 @@ class FakeTelegram:
             self.sent.clear()
             self.refused.clear()
             self.calls.clear()
+            self._holds = 0
+            self.dropped.clear()
+            # Calls still held end as their clients go away (or with the server).
 
     # --- the server ---------------------------------------------------------------
 
@@ -168,6 +192,8 @@ class FakeTelegram:
                 failure = failures.pop(0) if failures else None
             if failure:
                 return _failure(*failure)
+        if method == "sendMessage":
+            return await handler(params, request)
         return await handler(params)
 
     async def _api_getMe(self, params: dict) -> web.Response:
@@ -189,8 +215,35 @@ class FakeTelegram:
                 return _ok(pending)
             await asyncio.sleep(0.05)
 
-    async def _api_sendMessage(self, params: dict) -> web.Response:
+    async def _held(self, request: web.Request, chat_id: int) -> bool:
+        """Hold this sendMessage if a hold is set. True: go on with it (not held, or
+        released); False: its client went away (or the server is stopping) first."""
+        with self._lock:
+            if not self._holds:
+                return True
+            self._holds -= 1
+            releases = self._releases
+            self.holding.append(chat_id)
+        try:
+            while True:
+                with self._lock:
+                    if self._releases != releases:
+                        return True
+                # aiohttp does not cancel a handler whose client disconnects; its
+                # transport goes away instead.
+                if self._closing or request.transport is None or request.transport.is_closing():
+                    with self._lock:
+                        self.dropped.append(chat_id)
+                    return False
+                await asyncio.sleep(0.02)
+        finally:
+            with self._lock:
+                self.holding.remove(chat_id)
+
+    async def _api_sendMessage(self, params: dict, request: web.Request) -> web.Response:
         chat_id = int(params["chat_id"])
+        if not await self._held(request, chat_id):
+            return _error(500, "Internal Server Error: the client went away")
         with self._lock:
             failures = self._failures.get("sendMessage")
             failure = failures.pop(0) if failures else None

@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -290,17 +291,137 @@ def test_a_notification_claimed_by_a_worker_that_died_is_sent_by_the_next_run(fa
     assert len(fake_telegram.messages_to(CHAT)) == 1
 
 
-def test_a_notification_whose_worker_died_during_the_call_is_never_sent_again(fake_telegram, alice, bob):
+# --- a worker dying during the Bot API call: sent again (at least once) -------------
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no `except Exception` sees it."""
+
+
+def die_during_the_call(monkeypatch, *, after_telegram_got_it: bool) -> None:
+    """The next Bot API call's worker dies, before or after Telegram got the call."""
+    real_send = services.telegram.send_message
+
+    def send_and_die(**kwargs) -> None:
+        monkeypatch.setattr(services.telegram, "send_message", real_send)  # the next worker's
+        if after_telegram_got_it:
+            real_send(**kwargs)
+        raise WorkerKilled
+
+    monkeypatch.setattr(services.telegram, "send_message", send_and_die)
+
+
+def lease_passes() -> None:
+    Notification.objects.update(sending_since=timezone.now() - services.sending_lease())
+
+
+def test_a_notification_whose_worker_died_during_the_call_is_sent_again_once_the_call_has_surely_ended(
+    fake_telegram, monkeypatch, caplog, alice, bob
+):
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+    die_during_the_call(monkeypatch, after_telegram_got_it=False)
+    with pytest.raises(WorkerKilled):
+        process(message)
+    assert Notification.objects.get().status == "sending"
+    # The call may still be in flight: look again when it has surely ended.
+    assert 0 < process(message) <= services.sending_lease().total_seconds()
+    assert fake_telegram.calls == []
+
+    lease_passes()
+    assert process(message) is None
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("sent", 2)
+    assert "may be a duplicate" in caplog.text
+    process(message)
+    assert len(fake_telegram.messages_to(CHAT)) == 1
+
+
+def test_a_call_that_reached_telegram_before_its_worker_died_is_sent_twice(fake_telegram, monkeypatch, alice, bob):
+    # The price of never losing one: Telegram had it, nobody recorded that.
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+    die_during_the_call(monkeypatch, after_telegram_got_it=True)
+    with pytest.raises(WorkerKilled):
+        process(message)
+    lease_passes()
+    assert process(message) is None
+    assert len(fake_telegram.messages_to(CHAT)) == 2
+    assert Notification.objects.get().status == "sent"
+
+
+def test_a_notification_read_while_its_worker_was_dead_is_cancelled_not_sent_again(
+    fake_telegram, monkeypatch, alice, bob
+):
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+    die_during_the_call(monkeypatch, after_telegram_got_it=False)
+    with pytest.raises(WorkerKilled):
+        process(message)
+    conversation_mark_read(user=bob, peer_username="alice", up_to=message.pk)
+    lease_passes()
+    assert process(message) is None
+    assert Notification.objects.get().status == "cancelled"
+    assert fake_telegram.calls == []
+
+
+def test_a_notification_whose_worker_died_during_its_last_attempt_is_given_up_as_unknown(fake_telegram, alice, bob):
     link(bob, CHAT)
     message = send(alice, bob, "hello")
     notification = notification_claim(recipient_id=bob.pk, sender_id=alice.pk, message_id=message.pk)
-    Notification.objects.filter(pk=notification.pk).update(status="sending", sending_since=timezone.now())
-    # The call may still be in flight: look again when it has surely ended.
-    assert 0 < process(message) <= services.SENDING_LEASE.total_seconds()
-    Notification.objects.update(sending_since=timezone.now() - services.SENDING_LEASE)
+    dead = Notification.objects.filter(pk=notification.pk)
+    dead.update(status="sending", attempts=services.MAX_ATTEMPTS - 1)
+    lease_passes()
     assert process(message) is None
-    assert Notification.objects.get().status == "unknown"
-    assert fake_telegram.calls == []
+    assert len(fake_telegram.messages_to(CHAT)) == 1
+
+    dead.update(status="sending", attempts=services.MAX_ATTEMPTS)
+    lease_passes()
+    assert process(message) is None
+    assert dead.get().status == "unknown"
+    assert len(fake_telegram.messages_to(CHAT)) == 1
+
+
+def test_a_worker_that_outlived_its_lease_leaves_the_attempt_that_took_over_alone(
+    fake_telegram, monkeypatch, alice, bob
+):
+    from notifications import telegram
+
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+
+    def stalled_call(**kwargs) -> None:
+        # Attempt 1 stalls past its lease; another run starts attempt 2 meanwhile.
+        Notification.objects.update(attempts=2, sending_since=timezone.now())
+        raise telegram.RetryLater("network error")
+
+    monkeypatch.setattr(services.telegram, "send_message", stalled_call)
+    process(message)
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("sending", 2)
+
+
+def test_the_sending_lease_follows_the_request_timeout(settings):
+    settings.TELEGRAM_REQUEST_TIMEOUT = 2
+    assert services.sending_lease() == timedelta(seconds=2 * 2 + 5)
+
+
+def test_a_call_telegram_does_not_answer_ends_with_the_request_timeout_and_is_retried(
+    fake_telegram, settings, alice, bob
+):
+    # What the lease relies on: a worker that lives ends its call in time.
+    settings.TELEGRAM_REQUEST_TIMEOUT = 1
+    link(bob, CHAT)
+    message = send(alice, bob, "hello")
+    fake_telegram.hold_next_send()
+    started = time.monotonic()
+    assert process(message) == services.RETRY_BACKOFF_SECONDS[0]
+    assert time.monotonic() - started < services.sending_lease().total_seconds()
+    fake_telegram.wait_for(lambda: fake_telegram.dropped == [CHAT], what="the call to be dropped")
+    assert Notification.objects.get().status == "pending"
+    Notification.objects.update(next_attempt_at=timezone.now())
+    assert process(message) is None
+    assert len(fake_telegram.messages_to(CHAT)) == 1
 
 
 def test_unlinking_cancels_a_claimed_notification(fake_telegram, alice, bob):

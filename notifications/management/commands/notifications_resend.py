@@ -9,7 +9,10 @@
     python manage.py notifications_resend --inline   # run them here, now
 
 Safe to run any time, as often as wanted: the check re-reads presence, read state and
-mute, and the watermark in PostgreSQL keeps any message from being notified twice.
+mute, the watermark in PostgreSQL keeps any message from being claimed twice, and a
+notification being sent right now is left alone. One left `sending` by a worker that
+died during its Bot API call is sent again once that call has surely ended
+(`sending_lease()`), as any check of its pair would: it may then arrive twice.
 """
 
 from datetime import timedelta
