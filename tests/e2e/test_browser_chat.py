@@ -8,6 +8,10 @@ a `more: true` sync, drafts, the unread divider, keyboard navigation. Then the s
 is restarted under an open chat, and a long history is scrolled through. Starting the
 browser and the server is what costs the time, so all of it is one scenario, with
 screenshots (test-artifacts/screenshots/, and docs/screenshots/chat.png for the README).
+
+Every watched page must run without the browser reporting a Content-Security-Policy
+violation; a shorter test before the scenario does the same for the admin, Swagger UI
+and the settings page, and shows that the policy blocks injected markup.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from accounts.models import User
 from messaging.models import Message
 from tests.e2e.conftest import DESKTOP, PHONE, save_screenshot, start_server
 from tests.procs import require_stack
@@ -38,17 +43,43 @@ XSS = "<img src=x onerror=alert(1)>"
 WAIT = 15_000  # ms: generous for a loaded 2-core machine; expect() returns as soon as it holds
 
 
+# Runs before any script of every document of a watched page, whatever the page's
+# Content-Security-Policy: every violation the browser reports reaches the test.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__reportCspViolation(
+    `${location.pathname}: ${event.effectiveDirective} blocked ${event.blockedURI || "?"}` +
+      ` (${event.sourceFile || "document"}:${event.lineNumber}) ${event.sample}`.trimEnd()
+  );
+});
+"""
+
+
 class PageProblems:
-    """Collects what must never happen on a page: uncaught errors and dialogs."""
+    """Collects what must never happen on a page: uncaught errors, dialogs, and
+    anything the Content-Security-Policy blocked (reported by the event, and by
+    Chromium's console message as a second net)."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
         self.dialogs: list[str] = []
+        self.csp_violations: list[str] = []
+        self.csp_console: list[str] = []
 
     def watch(self, page: Page) -> Page:
         page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
         page.on("dialog", self._on_dialog)
+        page.expose_function("__reportCspViolation", self._on_csp_violation)
+        page.add_init_script(REPORT_CSP_VIOLATIONS)
+        page.on("console", self._on_console)
         return page
+
+    def _on_csp_violation(self, report: str) -> None:
+        self.csp_violations.append(report)
+
+    def _on_console(self, message) -> None:
+        if "Content Security Policy" in message.text:
+            self.csp_console.append(message.text)
 
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
@@ -215,6 +246,73 @@ def check_message_elsewhere_shows_a_toast(alice: Page, bob: Page, base: str) -> 
     expect(alice).to_have_title("(1) carol · Messenger")
     alice.wait_for_timeout(300)  # let the toast finish sliding in for the picture
     save_screenshot(alice, "chat-toast-desktop")
+
+
+INJECTED_MARKUP = """() => {
+  const script = document.createElement("script");
+  script.textContent = "window.__injected = 'script'";
+  document.body.append(script);
+  const holder = document.createElement("div");
+  holder.innerHTML = `<img src="x" onerror="window.__injected = 'handler'"><p style="color: red">red</p>`;
+  document.body.append(holder);
+}"""
+
+
+# First in the module: the chat scenario below stops the module's server for good.
+def test_admin_api_docs_and_settings_run_under_the_content_security_policy(live_server_process, browser):
+    """The admin and Swagger UI work under the same strict policy as the pages, and the
+    policy really stops what stored XSS would inject (so the empty violation lists
+    of these tests mean something)."""
+    require_stack()
+    base = live_server_process.url
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    problems = PageProblems()
+    context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+    try:
+        page = problems.watch(context.new_page())
+
+        # --- Swagger UI: the bundle, the start-up script from ?script, the schema fetch.
+        page.goto(f"{base}/api/docs/")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Messenger API", timeout=WAIT)
+        operation = page.locator(".opblock").filter(has_text="/api/me/").first
+        operation.locator(".opblock-summary").click()
+        expect(operation.get_by_role("button", name="Try it out")).to_be_visible()
+        save_screenshot(page, "api-docs-desktop")
+
+        # --- The admin: log in, the user list, a change form, the add form.
+        page.goto(f"{base}/admin/")
+        page.get_by_label("Username").fill("root")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(f"{base}/admin/")
+        page.goto(f"{base}/admin/accounts/user/")
+        page.locator("#result_list tbody th a", has_text="root").click()
+        expect(page.locator("#id_username")).to_have_value("root")
+        page.get_by_role("button", name="Toggle theme").first.click()
+        save_screenshot(page, "admin-user-desktop")
+        page.goto(f"{base}/admin/accounts/user/add/")
+        expect(page.locator("#id_username")).to_be_visible()
+
+        # --- The settings page, with its WebSocket (connect-src 'self' covers ws:).
+        page.goto(f"{base}/settings/")
+        expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+        wait_connected(page)
+
+        assert problems.errors == []
+        assert problems.csp_violations == []
+        assert problems.csp_console == []
+
+        # --- What an injection would add is blocked, and reported.
+        page.evaluate(INJECTED_MARKUP)
+        deadline = time.monotonic() + 10
+        while len(problems.csp_violations) < 3 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert page.evaluate("window.__injected") is None
+        directives = sorted(v.split()[1] for v in problems.csp_violations)
+        assert directives == ["script-src-attr", "script-src-elem", "style-src-attr"], problems.csp_violations
+        assert len(problems.csp_console) == 3, problems.csp_console
+    finally:
+        context.close()
 
 
 def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server_process, browser):
@@ -444,6 +542,8 @@ def test_two_people_chat_live_and_the_page_survives_a_server_restart(live_server
 
         assert problems.dialogs == []
         assert problems.errors == []
+        assert problems.csp_violations == []
+        assert problems.csp_console == []
     finally:
         for context in (alice_context, bob_context, carol_context):
             context.close()
