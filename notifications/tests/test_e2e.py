@@ -1,17 +1,18 @@
 """End to end, all real parts: a Celery worker process (Redis broker), `manage.py
-runbot`, and the fake Bot API over HTTP. The processes are shared by the module;
-the kill test, which replaces the worker, runs last."""
+runbot`, and the fake Bot API over HTTP. The processes are shared by the module; the
+fault tests, which stop or kill the worker by its PID and start another, run last."""
 
 import time
 
 import pytest
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from accounts import presence
 from accounts.tests.factories import UserFactory
 from messaging.services import conversation_mark_read, message_send
 from notifications.models import Notification, NotifiedWatermark, TelegramLink
-from notifications.services import telegram_mute_set
+from notifications.services import sending_lease, telegram_mute_set
 from notifications.tests.conftest import BOT_TOKEN, link
 from tests.fake_telegram import BOT_USERNAME
 from tests.procs import BotProcess, CeleryWorker, declare_broker_queues, require_stack
@@ -27,6 +28,9 @@ WINDOW = 10
 # than DELAY only because a live worker's own held tasks are looked at again just
 # every 100 s or so, far beyond this module; a redelivery would be harmless anyway).
 VISIBILITY_TIMEOUT = 1
+# The workers' TELEGRAM_REQUEST_TIMEOUT: it sets their sending lease (9 s), after which
+# a notification whose worker died during the Bot API call is sent again.
+REQUEST_TIMEOUT = 2
 RECEIVED = "] received"
 SUCCEEDED = "] succeeded in"
 
@@ -44,6 +48,12 @@ class Stack:
 
     def restart_worker(self) -> None:
         self.worker = CeleryWorker(**self.env).start()
+
+    def restart_worker_after_visibility_timeout(self, stopped_at: float) -> None:
+        """Start a new worker once the tasks the old one held are visible again: the
+        broker hands them out to a worker starting after that at once."""
+        time.sleep(max(0.0, VISIBILITY_TIMEOUT + 0.2 - (time.monotonic() - stopped_at)))
+        self.restart_worker()
 
     def stop(self) -> None:
         for process in (self.worker, self.bot):
@@ -63,6 +73,7 @@ def stack(fake_telegram_server, django_db_setup):
             "TELEGRAM_BOT_USERNAME": "",
             "NOTIFY_DELAY_SECONDS": str(WINDOW),
             "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            "TELEGRAM_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
         }
     )
     yield stack
@@ -203,3 +214,109 @@ def test_a_killed_worker_loses_and_duplicates_nothing(fake_telegram, stack, sett
     assert "3 new messages" in fake_telegram.messages_to(7300)[0].text
     assert "2 new messages" in fake_telegram.messages_to(7301)[0].text
     assert sorted(Notification.objects.values_list("status", flat=True)) == ["sent", "sent"]
+
+
+def succeeded(worker: CeleryWorker) -> int:
+    return worker.log_path.read_text(errors="replace").count(SUCCEEDED)
+
+
+def test_notifications_queued_while_the_worker_is_stopped_are_each_sent_once_it_is_back(
+    fake_telegram, stack, settings, alice, bob, carol
+):
+    settings.NOTIFY_DELAY_SECONDS = KILL_DELAY
+    link(bob, 7400)
+    link(carol, 7401)
+    log = stack.worker.log_path
+    received_before = log.read_text(errors="replace").count(RECEIVED)
+    held = [send(alice, bob, f"to bob {i}") for i in range(2)]
+    wait_until(
+        lambda: log.read_text(errors="replace").count(RECEIVED) - received_before == len(held),
+        timeout=KILL_DELAY - 1,
+        what="the worker to hold the first tasks",
+    )
+    # SIGTERM by PID: a warm shutdown, while it holds tasks that are not due yet.
+    stack.worker.stop()
+    stopped_at = time.monotonic()
+    # Queued while no worker runs, and due before one is back.
+    settings.NOTIFY_DELAY_SECONDS = 0
+    queued = [send(alice, carol, f"to carol {i}") for i in range(2)]
+    assert fake_telegram.calls == []
+
+    stack.restart_worker_after_visibility_timeout(stopped_at)
+    messages = held + queued
+    wait_until(lambda: all(handled(m) for m in messages), what="every check to run")
+    fake_telegram.wait_for(
+        lambda: fake_telegram.messages_to(7400) and fake_telegram.messages_to(7401), what="both notifications"
+    )
+    wait_until(lambda: succeeded(stack.worker) >= len(messages), what="every task to finish")
+    assert [m.text.split(":")[0] for m in fake_telegram.messages_to(7400)] == ["2 new messages from <b>alice</b>"]
+    assert [m.text.split(":")[0] for m in fake_telegram.messages_to(7401)] == ["2 new messages from <b>alice</b>"]
+    assert sorted(Notification.objects.values_list("status", flat=True)) == ["sent", "sent"]
+
+
+def test_a_worker_killed_during_its_claim_leaves_the_notification_to_the_next_which_sends_it_once(
+    fake_telegram, stack, alice, bob
+):
+    link(bob, 7500)
+    NotifiedWatermark.objects.create(recipient=bob, sender=alice)
+    message = send(alice, bob, "hello")
+    with transaction.atomic():
+        # Holding the pair's watermark stops the worker inside the claim's transaction.
+        NotifiedWatermark.objects.select_for_update().get(recipient=bob, sender=alice)
+
+        def worker_blocked() -> bool:
+            with connection.cursor() as cursor:
+                # A transaction otherwise sees one snapshot of pg_stat_activity.
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                return cursor.fetchone()[0] == 1
+
+        wait_until(worker_blocked, timeout=DELAY + 10, what="the worker to wait for the watermark")
+        stack.worker.kill()
+        killed_at = time.monotonic()
+    # Its claim rolled back: nothing was claimed, nothing sent.
+    assert NotifiedWatermark.objects.get(recipient=bob, sender=alice).up_to == 0
+    assert not Notification.objects.exists()
+    assert fake_telegram.calls == []
+
+    stack.restart_worker_after_visibility_timeout(killed_at)
+    fake_telegram.wait_for(lambda: fake_telegram.messages_to(7500), what="the notification")
+    wait_until(lambda: succeeded(stack.worker) >= 1, what="the redelivered task to finish")
+    assert handled(message)
+    assert len(fake_telegram.messages_to(7500)) == 1
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("sent", 1)
+
+
+def test_a_worker_killed_during_the_bot_api_call_has_the_notification_sent_once_by_the_next(
+    fake_telegram, stack, settings, alice, bob
+):
+    settings.TELEGRAM_REQUEST_TIMEOUT = REQUEST_TIMEOUT
+    lease = sending_lease().total_seconds()
+    link(bob, 7600)
+    fake_telegram.hold_next_send()
+    send(alice, bob, "hello")
+    fake_telegram.wait_for(lambda: fake_telegram.holding == [7600], what="the worker's call to hang")
+    held_at = time.monotonic()
+    stack.worker.kill()
+    killed_at = time.monotonic()
+    # The call never reached "Telegram": the connection closed with the worker.
+    fake_telegram.wait_for(lambda: fake_telegram.dropped == [7600], timeout=5, what="the call to be dropped")
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("sending", 1)
+
+    stack.restart_worker_after_visibility_timeout(killed_at)
+    # The redelivered task waits out the lease (the call might have been in flight),
+    # then sends it again.
+    fake_telegram.wait_for(
+        lambda: fake_telegram.messages_to(7600), timeout=lease + 15, what="the notification to be sent again"
+    )
+    wait_until(lambda: succeeded(stack.worker) >= 1, what="the task to finish")
+    [sent] = fake_telegram.messages_to(7600)
+    assert sent.at - held_at >= lease - 1
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == ("sent", 2)
+    assert "may be a duplicate" in stack.worker.log_path.read_text(errors="replace")
