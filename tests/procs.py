@@ -183,10 +183,12 @@ def _wait_for_log(process: Process, offset: int, needle: str, timeout: float, wh
 
 
 class CeleryWorker(Process):
-    """`celery -A chatproject worker` with the solo pool: one process, so a SIGKILL of
-    its PID kills every task it holds (a prefork pool's children would outlive it)."""
+    """`celery -A chatproject worker` with the solo pool by default: one process, so a
+    SIGKILL of its PID kills every task it holds (a prefork pool's children would
+    outlive it). `pool="prefork"` runs one pool child (`children()`), as production
+    does: killing that child leaves the parent to deal with its task."""
 
-    def __init__(self, name: str = "worker", **env: str) -> None:
+    def __init__(self, name: str = "worker", pool: str = "solo", **env: str) -> None:
         self.name = f"{name}-{os.getpid()}-{free_port()}"
         super().__init__(
             [
@@ -197,7 +199,9 @@ class CeleryWorker(Process):
                 "-l",
                 "INFO",
                 "--pool",
-                "solo",
+                pool,
+                "--concurrency",
+                "1",
                 "-n",
                 f"{self.name}@%h",
                 "--without-gossip",
@@ -220,6 +224,10 @@ class CeleryWorker(Process):
     def wait_ready(self, timeout: float = 90) -> CeleryWorker:
         _wait_for_log(self, self._log_offset, " ready.", timeout, "the Celery worker")
         return self
+
+    def children(self) -> list[int]:
+        """PIDs of the worker's child processes (its prefork pool)."""
+        return [int(pid) for pid in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
 
 
 class BotProcess(Process):

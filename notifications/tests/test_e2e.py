@@ -2,6 +2,8 @@
 runbot`, and the fake Bot API over HTTP. The processes are shared by the module; the
 fault tests, which stop or kill the worker by its PID and start another, run last."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -46,8 +48,8 @@ class Stack:
         self.worker.wait_ready()
         self.bot.wait_ready()
 
-    def restart_worker(self) -> None:
-        self.worker = CeleryWorker(**self.env).start()
+    def restart_worker(self, pool: str = "solo") -> None:
+        self.worker = CeleryWorker(pool=pool, **self.env).start()
 
     def restart_worker_after_visibility_timeout(self, stopped_at: float) -> None:
         """Start a new worker once the tasks the old one held are visible again: the
@@ -320,3 +322,34 @@ def test_a_worker_killed_during_the_bot_api_call_has_the_notification_sent_once_
     notification.refresh_from_db()
     assert (notification.status, notification.attempts) == ("sent", 2)
     assert "may be a duplicate" in stack.worker.log_path.read_text(errors="replace")
+
+
+def test_a_pool_child_killed_during_the_bot_api_call_has_its_task_rerun_which_sends_it_once(
+    fake_telegram, stack, settings, alice, bob
+):
+    # Production's prefork pool: the parent outlives the child and, with
+    # task_reject_on_worker_lost, puts the task back at once instead of acknowledging it.
+    stack.worker.stop()
+    stack.restart_worker(pool="prefork")
+    settings.TELEGRAM_REQUEST_TIMEOUT = REQUEST_TIMEOUT
+    lease = sending_lease().total_seconds()
+    link(bob, 7700)
+    fake_telegram.hold_next_send()
+    send(alice, bob, "hello")
+    fake_telegram.wait_for(lambda: fake_telegram.holding == [7700], what="the child's call to hang")
+    held_at = time.monotonic()
+    [child] = stack.worker.children()
+    os.kill(child, signal.SIGKILL)
+    fake_telegram.wait_for(lambda: fake_telegram.dropped == [7700], timeout=5, what="the call to be dropped")
+
+    fake_telegram.wait_for(
+        lambda: fake_telegram.messages_to(7700), timeout=lease + 15, what="the notification to be sent again"
+    )
+    wait_until(lambda: succeeded(stack.worker) >= 1, what="the task to finish")
+    [sent] = fake_telegram.messages_to(7700)
+    assert sent.at - held_at >= lease - 1
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("sent", 2)
+    log = stack.worker.log_path.read_text(errors="replace")
+    assert "WorkerLostError" in log
+    assert "may be a duplicate" in log
