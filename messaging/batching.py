@@ -7,14 +7,22 @@ transaction is in progress are stored together in the next one
 batches grow and the database does one commit for many messages. Order is kept: a
 socket sends its next frame only after its previous one was answered, and batches are
 committed one after the other.
+
+The batches are stored on a thread of their own, with its own database connection,
+not on the one thread that Channels and Django share for everything synchronous
+(`database_sync_to_async`, sync views): a history page or a presence update does not
+wait behind a batch, nor a batch behind them. The connection stays open between
+batches; after an error it is checked (and dropped if broken, so that the next batch
+reconnects), like Django does between requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
-from channels.db import database_sync_to_async
+from django.db import connections
 
 from messaging import delivery
 from messaging.services import SendRequest, SendResult, message_send_many
@@ -22,6 +30,17 @@ from messaging.services import SendRequest, SendResult, message_send_many
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+
+_store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-store")
+
+
+def _store_batch(requests: list[SendRequest]) -> list:
+    try:
+        return message_send_many(requests=requests)
+    except Exception:
+        for connection in connections.all(initialized_only=True):
+            connection.close_if_unusable_or_obsolete()
+        raise
 
 
 class SendBatcher:
@@ -64,7 +83,7 @@ class SendBatcher:
 
     async def _store(self, requests: list[SendRequest]) -> list:
         try:
-            return await database_sync_to_async(message_send_many)(requests=requests)
+            return await asyncio.get_running_loop().run_in_executor(_store_thread, _store_batch, requests)
         except Exception as exc:
             if len(requests) == 1:
                 # The database is unreachable, say: the sender hears of it, no ack.

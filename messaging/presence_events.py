@@ -26,16 +26,19 @@ _sweepers: dict[int, asyncio.Task] = {}
 
 
 @database_sync_to_async
-def _presence_event(user_id: int, online: bool) -> tuple[list[int], dict] | None:
-    user = User.objects.filter(pk=user_id).only("username", "last_seen").first()
+def _presence_event(user_id: int, online: bool, user: User | None) -> tuple[list[int], dict] | None:
     if user is None:
-        return None
+        user = User.objects.filter(pk=user_id).only("username", "last_seen").first()
+        if user is None:
+            return None
     event = {"type": "chat.presence", "user": user.username, "online": online, "last_seen": iso_utc(user.last_seen)}
     return conversation_peer_ids(user_id=user_id), event
 
 
-async def announce(*, user_id: int, online: bool) -> None:
-    found = await _presence_event(user_id, online)
+async def announce(*, user_id: int, online: bool, user: User | None = None) -> None:
+    """Tell the user's conversation partners. `user`, when the caller has it loaded
+    (a socket that just connected), saves reading it again."""
+    found = await _presence_event(user_id, online, user)
     if found is None:
         return
     peer_ids, event = found

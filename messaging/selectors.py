@@ -4,8 +4,8 @@ the same (an empty history), as the users page already lists everyone."""
 
 from __future__ import annotations
 
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import BigIntegerField, Count, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 
 from accounts.models import User
 from accounts.selectors import user_get_active
@@ -95,16 +95,27 @@ def messages_since(*, user: User, since: int, limit: int = SYNC_LIMIT) -> tuple[
     return rows[:limit], len(rows) > limit
 
 
+def newest_message_id_expression():
+    """The newest message id to or from the user of the row (0 when none), for
+    `annotate`: their delivery cursor, or, where messages were written without one
+    (imports, factories), the newest of their messages. One query with the user."""
+    newest = {
+        field: Subquery(Message.objects.filter(**{field: OuterRef("pk")}).order_by("-id").values("id")[:1])
+        for field in ("sender", "recipient")
+    }
+    return Coalesce(
+        Subquery(DeliveryCursor.objects.filter(user=OuterRef("pk")).values("last_message_id")[:1]),
+        Greatest(Coalesce(newest["sender"], Value(0)), Coalesce(newest["recipient"], Value(0))),
+        output_field=BigIntegerField(),
+    )
+
+
 def last_message_id(*, user: User) -> int:
     """The newest message id to or from the user (0 when none)."""
-    cursor = DeliveryCursor.objects.filter(user=user).values_list("last_message_id", flat=True).first()
-    if cursor is not None:
-        return cursor
-    newest = [
-        Message.objects.filter(**{field: user}).order_by("-id").values_list("id", flat=True).first() or 0
-        for field in ("sender", "recipient")
-    ]
-    return max(newest)
+    newest = getattr(user, "newest_message_id", None)
+    if newest is not None:  # loaded with the user (messaging.ws_auth)
+        return newest
+    return User.objects.filter(pk=user.pk).values_list(newest_message_id_expression(), flat=True).first() or 0
 
 
 def conversation_peer_ids(*, user_id: int) -> list[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from channels.auth import get_user
@@ -24,6 +25,9 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
+
+from accounts.models import User
+from messaging.selectors import newest_message_id_expression
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class OriginCheckMiddleware:
 @database_sync_to_async
 def _user_from_token(raw: str):
     auth = JWTAuthentication()
+    # simplejwt's own checks (active user, revoked token), on a queryset that also
+    # loads the user's newest message id, which the consumer's `ready` needs: one query.
+    users = User.objects.annotate(newest_message_id=newest_message_id_expression())
+    auth.user_model = SimpleNamespace(objects=users, DoesNotExist=User.DoesNotExist)
     try:
         # Accepts access tokens only: a refresh token has the wrong token type.
         return auth.get_user(auth.get_validated_token(raw))
