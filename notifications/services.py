@@ -24,12 +24,15 @@ dies right around its Bot API call):
      or before the flip): the rerun claims or sends it as usual, exactly once;
    - died after it: the row stays `sending`, and its call may still be in flight, so
      runs leave it alone until `sending_lease()` after `sending_since`, when the call
-     has surely ended. Then it is sent again, with a warning in the log. Telegram may
-     have had the first call (the worker died after it, before recording `sent`): this
-     is the one way a notification is duplicated, chosen over never sending it
-     (at least once). A row still `sending` after `MAX_ATTEMPTS` attempts becomes
-     `unknown` (its last attempt may or may not have arrived) instead of killing
+     has surely ended. Then it is sent again (unless read, muted or unlinked since),
+     with a warning in the log: at least once. Telegram may have had the first call
+     (the worker died, or could not record `sent`, after it; or a stalled worker's
+     call outlived the lease): only then is a notification sent twice, which is
+     better than never. A row still `sending` after `MAX_ATTEMPTS` attempts becomes
+     `unknown` (its last attempt may or may not have arrived) rather than killing
      workers forever.
+   `notifications_resend` runs the same check for every open notification, for when
+   the tasks themselves are gone (Redis lost its data; embedded mode's timers).
 """
 
 from __future__ import annotations
@@ -356,7 +359,10 @@ def notification_deliver(*, notification_id: int) -> float | None:
         in_flight.update(status=Notification.Status.FAILED, error=str(exc))
         logger.error("notify: %s failed: %s", notification, exc)
         return None
-    in_flight.update(status=Notification.Status.SENT, sent_at=timezone.now(), error="")
+    if not in_flight.update(status=Notification.Status.SENT, sent_at=timezone.now(), error=""):
+        logger.warning("notify: sent %s after another attempt had taken over: a duplicate", notification)
+        return None
+    notification.status = Notification.Status.SENT
     logger.info("notify: sent %s", notification)
     return None
 

@@ -33,8 +33,10 @@ def _preload_telegram(**kwargs) -> None:
 
 @shared_task(bind=True, acks_late=True, max_retries=None, name="notifications.notify_offline")
 def notify_offline(self, recipient_id: int, sender_id: int, message_id: int) -> None:
-    """Idempotent: running it again (a retry, a redelivery after a killed worker)
-    notifies nothing twice; see notifications.services."""
+    """Safe to run again (a retry, a redelivery after a killed worker): it claims no
+    message twice and leaves a Bot API call in flight alone; a notification whose
+    worker died during its call is sent again once that call has surely ended (at
+    least once); see notifications.services."""
     retry_in = notifications_process(recipient_id=recipient_id, sender_id=sender_id, message_id=message_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
