@@ -92,6 +92,14 @@ def _stack(fake_telegram, settings):
     declare_broker_queues()
 
 
+@pytest.fixture(autouse=True)
+def _live_worker(stack):
+    """A fault test that failed half-way may have left no worker running: start one, so
+    that the tests after it pass or fail for their own reasons."""
+    if stack.worker.proc.poll() is not None:
+        stack.restart_worker()
+
+
 def send(sender, recipient, body: str):
     return message_send(sender=sender, recipient_username=recipient.username, body=body).message
 
@@ -196,7 +204,7 @@ def test_a_killed_worker_loses_and_duplicates_nothing(fake_telegram, stack, sett
     wait_until(lambda: received() == len(messages), timeout=KILL_DELAY - 1, what="the worker to hold every task")
     stack.worker.kill()
     killed_at = time.monotonic()
-    assert fake_telegram.calls == []
+    assert "sendMessage" not in fake_telegram.calls
 
     # The broker hands the killed worker's tasks out again once their visibility
     # timeout has passed; a worker starting after that takes them at once.
@@ -242,7 +250,7 @@ def test_notifications_queued_while_the_worker_is_stopped_are_each_sent_once_it_
     # Queued while no worker runs, and due before one is back.
     settings.NOTIFY_DELAY_SECONDS = 0
     queued = [send(alice, carol, f"to carol {i}") for i in range(2)]
-    assert fake_telegram.calls == []
+    assert "sendMessage" not in fake_telegram.calls
 
     stack.restart_worker_after_visibility_timeout(stopped_at)
     messages = held + queued
@@ -282,7 +290,7 @@ def test_a_worker_killed_during_its_claim_leaves_the_notification_to_the_next_wh
     # Its claim rolled back: nothing was claimed, nothing sent.
     assert NotifiedWatermark.objects.get(recipient=bob, sender=alice).up_to == 0
     assert not Notification.objects.exists()
-    assert fake_telegram.calls == []
+    assert "sendMessage" not in fake_telegram.calls
 
     stack.restart_worker_after_visibility_timeout(killed_at)
     fake_telegram.wait_for(lambda: fake_telegram.messages_to(7500), what="the notification")
