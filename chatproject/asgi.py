@@ -16,12 +16,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
-from chatproject import slow_clients  # noqa: E402
+from chatproject import autobahn_logging, slow_clients  # noqa: E402
 from messaging.delivery import BindDeliveryLoop  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # noqa: E402
 
 slow_clients.install()
+autobahn_logging.install()
 
 application = BindDeliveryLoop(
     ProtocolTypeRouter(

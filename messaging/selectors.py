@@ -4,8 +4,10 @@ the same (an empty history), as the users page already lists everyone."""
 
 from __future__ import annotations
 
-from django.db.models import BigIntegerField, Count, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce, Greatest
+import functools
+
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from accounts.selectors import user_get_active
@@ -95,27 +97,37 @@ def messages_since(*, user: User, since: int, limit: int = SYNC_LIMIT) -> tuple[
     return rows[:limit], len(rows) > limit
 
 
-def newest_message_id_expression():
-    """The newest message id to or from the user of the row (0 when none), for
-    `annotate`: their delivery cursor, or, where messages were written without one
-    (imports, factories), the newest of their messages. One query with the user."""
-    newest = {
-        field: Subquery(Message.objects.filter(**{field: OuterRef("pk")}).order_by("-id").values("id")[:1])
-        for field in ("sender", "recipient")
-    }
-    return Coalesce(
-        Subquery(DeliveryCursor.objects.filter(user=OuterRef("pk")).values("last_message_id")[:1]),
-        Greatest(Coalesce(newest["sender"], Value(0)), Coalesce(newest["recipient"], Value(0))),
-        output_field=BigIntegerField(),
+@functools.cache
+def _user_with_newest_message_id_sql() -> str:
+    # Written out rather than built with the ORM on every connect: compiling the
+    # subqueries cost more CPU than running them. COALESCE stops at the cursor when
+    # there is one; the subqueries are for messages written without one (imports,
+    # factories) and use the outbox and inbox indexes.
+    user, message, cursor = User._meta.db_table, Message._meta.db_table, DeliveryCursor._meta.db_table
+    return (
+        f"SELECT u.*, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
+        f" (SELECT c.last_message_id FROM {cursor} c WHERE c.user_id = u.id),"
+        f" (SELECT MAX(n.id) FROM ("
+        f"  SELECT MAX(m.id) AS id FROM {message} m WHERE m.sender_id = u.id"
+        f"  UNION ALL SELECT MAX(m.id) AS id FROM {message} m WHERE m.recipient_id = u.id) n),"
+        f" 0) AS newest_message_id"
+        f" FROM {user} u WHERE u.id = %s"
     )
+
+
+def user_with_newest_message_id(*, user_id: int) -> User | None:
+    """The user, with `newest_message_id`: the newest message id to or from them (0
+    when none), which a new socket's `ready` frame carries. One query."""
+    return next(iter(User.objects.raw(_user_with_newest_message_id_sql(), [user_id])), None)
 
 
 def last_message_id(*, user: User) -> int:
     """The newest message id to or from the user (0 when none)."""
     newest = getattr(user, "newest_message_id", None)
-    if newest is not None:  # loaded with the user (messaging.ws_auth)
-        return newest
-    return User.objects.filter(pk=user.pk).values_list(newest_message_id_expression(), flat=True).first() or 0
+    if newest is None:  # not loaded with the user (messaging.ws_auth)
+        loaded = user_with_newest_message_id(user_id=user.pk)
+        newest = loaded.newest_message_id if loaded is not None else 0
+    return newest
 
 
 def conversation_peer_ids(*, user_id: int) -> list[int]:
