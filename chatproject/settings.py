@@ -91,11 +91,25 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------
 
+
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    # Under ASGI every HTTP request runs on a thread of its own, so a persistent
+    # connection (CONN_MAX_AGE) would be a new PostgreSQL connection per request. A
+    # psycopg pool per process instead; each connection is checked when taken, so
+    # one that died with a PostgreSQL restart is replaced, not handed out.
+    DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=20)
+    if DATABASE_POOL_SIZE:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DATABASE_POOL_SIZE),
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": 10,
+        }
+    else:
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while a write is in progress; a busy timeout turns
