@@ -164,12 +164,17 @@ async def drive(
             user = rnd.choice(users)
             return user, rnd.choice(user.peers)
 
+        profiler = Profiler(servers[0].pid, f"{client.run_tag}-history") if args.profile else None
+        if profiler:
+            profiler.start()
         with UsageMeter(pids, groups) as meter:
             chat, history = await asyncio.gather(
                 client.paced("history", args.rate, args.history_seconds),
                 client.history([s.url for s in servers], args.history_seconds, args.history_workers, pick),
             )
         phases["history"] = {**history, "chat_during": chat, "usage": meter.usage.as_dict()}
+        if profiler:
+            phases["history"]["profile"] = profiler.stop()
         log(f"{label}: history {history['pages_per_second']} pages/s, p99 {history['latency']['p99_ms']} ms")
 
     await client.close()
