@@ -68,7 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", help="name of the benchmark's database (default bench_<name in DATABASE_URL>)")
     parser.add_argument("--keep-database", action="store_true", help="leave the benchmark's database for inspection")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--profile", action="store_true", help="py-spy the project's server during the idle, burst and history phases")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the project's server in the idle, burst and history phases",
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
