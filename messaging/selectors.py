@@ -10,11 +10,10 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from accounts.selectors import user_get_active
 from messaging import history
 from messaging.errors import NotFound
-from messaging.models import Conversation, DeliveryCursor, Membership, Message
-from messaging.serializers import message_dict
+from messaging.models import DeliveryCursor, Membership, Message
+from messaging.serializers import iso_utc
 
 SYNC_LIMIT = 500
 
@@ -47,37 +46,61 @@ def conversation_list(*, user: User):
     )
 
 
-def conversation_for(*, user: User, peer_username: str) -> tuple[User, Conversation | None]:
-    """The peer and the conversation with them (None when they never talked). Raises
-    `NotFound` when there is no such active user."""
-    peer = user_get_active(username=peer_username)
+def conversation_for(*, user: User, peer_username: str) -> tuple[User, int | None]:
+    """The peer and the id of the conversation with them (None when they never
+    talked), in one query. Raises `NotFound` when there is no such active user."""
+    peer = None
+    if "\x00" not in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
+        conversation_id = Membership.objects.filter(user=OuterRef("pk"), peer=user).values("conversation_id")[:1]
+        peer = (
+            User.objects.filter(username=peer_username, is_active=True)
+            .annotate(conversation_id=Subquery(conversation_id))
+            .only("id", "username")
+            .first()
+        )
     if peer is None or peer.pk == user.pk:
         raise NotFound(f"No user named {peer_username!r}.")
-    low, high = sorted((user.pk, peer.pk))
-    return peer, Conversation.objects.filter(user_low_id=low, user_high_id=high).first()
+    return peer, peer.conversation_id
 
 
 def _usernames(user: User, peer: User) -> dict[int, str]:
     return {user.pk: user.username, peer.pk: peer.username}
 
 
+_MESSAGE_FIELDS = ("id", "sender_id", "recipient_id", "body", "created_at", "client_id")
+
+
 def message_history(*, user: User, peer_username: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
     """A page of the conversation with the peer, newest first: the `limit` messages
     older than `before` (or the newest). Returns (messages, whether older ones exist).
     The newest page comes from the history cache when it can."""
-    peer, conversation = conversation_for(user=user, peer_username=peer_username)
-    if conversation is None:
+    peer, conversation_id = conversation_for(user=user, peer_username=peer_username)
+    if conversation_id is None:
         return [], False
     usernames = _usernames(user, peer)
 
     def load(after_id: int, before_id: int | None = None, count: int = history.HISTORY_CACHE_SIZE) -> list[dict]:
-        rows = Message.objects.filter(conversation=conversation, id__gt=after_id)
+        rows = Message.objects.filter(conversation_id=conversation_id, id__gt=after_id)
         if before_id is not None:
             rows = rows.filter(id__lt=before_id)
-        return [message_dict(m, usernames) for m in rows.order_by("-id")[:count]]
+        # Tuples, not model instances: a page is read often and building 50 models
+        # was most of its cost.
+        return [
+            {
+                "id": pk,
+                "sender": usernames[sender_id],
+                "recipient": usernames[recipient_id],
+                "body": body,
+                "created_at": iso_utc(created_at),
+                "client_id": client_id,
+            }
+            for pk, sender_id, recipient_id, body, created_at, client_id in rows.order_by("-id").values_list(
+                *_MESSAGE_FIELDS
+            )[:count]
+        ]
 
     if before is None and limit <= history.HISTORY_CACHE_SIZE:
-        recent = history.history_recent(conversation_id=conversation.pk, load=load)
+        recent = history.history_recent(conversation_id=conversation_id, load=load)
         page = recent[:limit]
         # Fewer cached than the cache holds means the cache holds the whole conversation.
         more = len(recent) > limit or len(recent) >= history.HISTORY_CACHE_SIZE
