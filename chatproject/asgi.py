@@ -24,13 +24,15 @@ from messaging.ws_auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # 
 slow_clients.install()
 autobahn_logging.install()
 
+websocket_app = WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))
+
 application = BindDeliveryLoop(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": OriginCheckMiddleware(
-                SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
-            ),
+            # Browsers (an Origin header) may use their session cookie; other clients
+            # authenticate with a token and skip the cookie and session middleware.
+            "websocket": OriginCheckMiddleware(SessionMiddlewareStack(websocket_app), without_origin=websocket_app),
         }
     )
 )

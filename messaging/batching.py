@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 
 from messaging import delivery
 from messaging.services import SendRequest, SendResult, message_send_many
@@ -30,6 +31,9 @@ from messaging.services import SendRequest, SendResult, message_send_many
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+# After the database was found unreachable, sends fail at once for this long before
+# the next attempt.
+UNREACHABLE_BACKOFF_SECONDS = 2.0
 
 _store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-store")
 
@@ -49,6 +53,7 @@ class SendBatcher:
         self.waiting: list[tuple[SendRequest, asyncio.Future]] = []
         self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
+        self.unreachable_until = 0.0
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop, self.waiting, self.wakeup = loop, [], asyncio.Event()
@@ -82,13 +87,19 @@ class SendBatcher:
                         future.set_result(outcome)
 
     async def _store(self, requests: list[SendRequest]) -> list:
+        if time.monotonic() < self.unreachable_until:
+            return [OperationalError("the database is unreachable; try again shortly")] * len(requests)
         try:
             return await asyncio.get_running_loop().run_in_executor(_store_thread, _store_batch, requests)
         except Exception as exc:
-            if len(requests) == 1:
-                # The database is unreachable, say: the sender hears of it, no ack.
-                logger.exception("storing a message failed")
-                return [exc]
+            if isinstance(exc, (OperationalError, InterfaceError)):
+                # The database is unreachable: every sender hears of it (no ack), and
+                # for a moment the next ones at once, rather than each waiting for a
+                # connection in turn (a socket's frames are answered in order).
+                self.unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
+            if len(requests) == 1 or isinstance(exc, (OperationalError, InterfaceError)):
+                logger.exception("storing %d message(s) failed", len(requests))
+                return [exc] * len(requests)
         # One bad request must not fail the others: store them one by one.
         logger.warning("storing a batch of %d messages failed; storing them one by one", len(requests))
         outcomes = []

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -100,7 +101,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.in_order = InOrder(user_id=self.user.pk, seen=last_id)
         self.delivery_lock = asyncio.Lock()
         self.gap_task: asyncio.Task | None = None
-        self.acked: deque[int] = deque(maxlen=ACKED_MEMORY)
+        # Made on the first send: most sockets of a crowd only read (memory per socket).
+        self.acked: deque[int] | None = None
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
@@ -133,7 +135,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return False
         self.last_heartbeat = now
         try:
-            return await database_sync_to_async(presence.presence_heartbeat)(
+            # Redis only: not on the database thread, where it would wait behind
+            # database work (for seconds while PostgreSQL is unreachable).
+            return await sync_to_async(presence.presence_heartbeat, thread_sensitive=False)(
                 user_id=self.user.pk, connection_id=self.channel_name
             )
         except Exception:
@@ -196,6 +200,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         )
         payload = message_dict(result.message)  # sender and recipient are loaded: no query
+        if self.acked is None:
+            self.acked = deque(maxlen=ACKED_MEMORY)
         self.acked.append(result.message.pk)
         await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
 
@@ -255,7 +261,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._watch_gap()
 
     async def _emit(self, message: dict, *, own: bool) -> None:
-        if own or message["id"] in self.acked:
+        if own or (self.acked is not None and message["id"] in self.acked):
             return  # this socket sent it and got the ack instead
         await self.send(_json({"type": "message", "message": message}))
 

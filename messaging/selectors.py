@@ -128,7 +128,7 @@ def _user_with_newest_message_id_sql() -> str:
     # factories) and use the outbox and inbox indexes.
     user, message, cursor = User._meta.db_table, Message._meta.db_table, DeliveryCursor._meta.db_table
     return (
-        f"SELECT u.*, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
+        f"SELECT u.id, u.username, u.is_active, u.last_seen, u.password, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
         f" (SELECT c.last_message_id FROM {cursor} c WHERE c.user_id = u.id),"
         f" (SELECT MAX(n.id) FROM ("
         f"  SELECT MAX(m.id) AS id FROM {message} m WHERE m.sender_id = u.id"
@@ -140,7 +140,9 @@ def _user_with_newest_message_id_sql() -> str:
 
 def user_with_newest_message_id(*, user_id: int) -> User | None:
     """The user, with `newest_message_id`: the newest message id to or from them (0
-    when none), which a new socket's `ready` frame carries. One query."""
+    when none), which a new socket's `ready` frame carries. One query. Only the fields
+    a socket uses are loaded (the instance lives as long as the socket); reading
+    another one would query, which async code must not do."""
     return next(iter(User.objects.raw(_user_with_newest_message_id_sql(), [user_id])), None)
 
 
