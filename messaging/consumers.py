@@ -21,7 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from accounts import presence
-from messaging import presence_events, selectors, services
+from messaging import presence_events, recovery, selectors, services
 from messaging.batching import send_batcher
 from messaging.delivery import user_group
 from messaging.errors import ChatError, InvalidInput, NotFound, RateLimited
@@ -106,6 +106,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
+        recovery.register(self)
         presence_events.ensure_sweeper()
         if came_online:
             await presence_events.announce(user_id=self.user.pk, online=True, user=self.user)
@@ -118,9 +119,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         group, self.group = getattr(self, "group", ""), ""
         if not group:
             return
+        recovery.unregister(self)
         if getattr(self, "gap_task", None):
             self.gap_task.cancel()
-        await self.channel_layer.group_discard(group, self.channel_name)
+        try:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception:
+            # Redis is down, say: the presence below must still be counted down.
+            logger.warning("leaving group %s failed", group, exc_info=True)
         went_offline = await database_sync_to_async(presence.presence_disconnect)(
             user_id=self.user.pk, connection_id=self.channel_name
         )
@@ -274,19 +280,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         what is missing from PostgreSQL."""
         await asyncio.sleep(GAP_WAIT_SECONDS)
         async with self.delivery_lock:
-            if not self.in_order.waiting:
-                return
-            messages, _ = await database_sync_to_async(selectors.messages_since)(
-                user=self.user, since=self.in_order.seen, limit=selectors.SYNC_LIMIT
-            )
-            logger.info("user %s: filled a gap of %d message(s) from the database", self.user.pk, len(messages))
-            for message in messages:
-                if message.pk > self.in_order.seen:
-                    await self._emit(message_dict(message), own=False)
-                    self.in_order.seen = message.pk
-            for ready in self.in_order.advance(self.in_order.seen):
-                await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
-            self._watch_gap()
+            if self.in_order.waiting:
+                await self._fill_from_database()
+
+    async def catch_up(self) -> None:
+        """Read what this socket missed from PostgreSQL (messaging.recovery)."""
+        async with self.delivery_lock:
+            await self._fill_from_database()
+
+    async def _fill_from_database(self) -> None:
+        """Deliver the messages after the last one delivered; hold the delivery lock."""
+        messages, _ = await database_sync_to_async(selectors.messages_since)(
+            user=self.user, since=self.in_order.seen, limit=selectors.SYNC_LIMIT
+        )
+        logger.info("user %s: filled a gap of %d message(s) from the database", self.user.pk, len(messages))
+        for message in messages:
+            if message.pk > self.in_order.seen:
+                await self._emit(message_dict(message), own=False)
+                self.in_order.seen = message.pk
+        for ready in self.in_order.advance(self.in_order.seen):
+            await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
+        self._watch_gap()
 
     async def chat_typing(self, event: dict) -> None:
         await self.send(_json({"type": "typing", "from": event["from"]}))

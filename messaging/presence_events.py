@@ -17,6 +17,7 @@ from django.conf import settings
 
 from accounts import presence
 from accounts.models import User
+from messaging import recovery
 from messaging.selectors import conversation_peer_ids
 from messaging.serializers import iso_utc
 
@@ -52,14 +53,23 @@ async def announce(*, user_id: int, online: bool, user: User | None = None) -> N
 
 async def _sweep_forever() -> None:
     interval = max(1.0, settings.PRESENCE_TIMEOUT_SECONDS / 4)
+    failed = False
     while True:
         await asyncio.sleep(interval)
         try:
             gone = await database_sync_to_async(presence.presence_sweep)()
+        except Exception:
+            logger.exception("presence sweep failed")
+            failed = True
+            continue
+        if failed:  # Redis is back: sockets may have missed messages meanwhile
+            failed = False
+            asyncio.get_running_loop().create_task(recovery.catch_up_all())
+        try:
             for user_id in gone:
                 await announce(user_id=user_id, online=False)
         except Exception:
-            logger.exception("presence sweep failed")
+            logger.exception("presence announcement failed")
 
 
 def ensure_sweeper() -> None:

@@ -503,3 +503,31 @@ async def test_a_sync_page_is_also_bounded_in_bytes(alice, bob, monkeypatch, set
     assert await bob_ws.recv_type("synced") == {"type": "synced", "last_id": ids[5], "more": False}
     assert first + rest == ids
     await bob_ws.close()
+
+
+# --- after Redis comes back ---------------------------------------------------------
+
+
+async def test_after_redis_is_back_a_socket_that_missed_a_message_reads_it(alice, bob, monkeypatch):
+    """A message whose publish was lost (Redis down) and that no later message follows
+    reaches the socket when its process notices Redis is back (messaging.recovery)."""
+    from messaging import recovery, services
+
+    bob_client = await connect(bob)
+    alice_client = await connect(alice)
+    delivered = await send(alice_client, "bob", "published")
+    assert (await bob_client.recv_type("message"))["message"]["id"] == delivered["message"]["id"]
+
+    monkeypatch.setattr(services, "deliver", lambda **kwargs: None)  # the publish is lost
+    lost = await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="lost")
+    assert await bob_client.nothing()
+
+    # Both sockets are behind: alice's too, as she sent it from elsewhere (REST, say).
+    assert await recovery.catch_up_all(grace=0) == 2
+    for client in (bob_client, alice_client):
+        frame = await client.recv_type("message")
+        assert frame["message"]["id"] == lost.message.pk and frame["message"]["body"] == "lost"
+        assert await client.nothing()
+    assert await recovery.catch_up_all(grace=0) == 0
+    await bob_client.close()
+    await alice_client.close()
