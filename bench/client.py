@@ -336,15 +336,24 @@ class ChatClient:
     # --- history over REST -----------------------------------------------------------
 
     async def history(
-        self, http_urls: list[str], seconds: float, workers: int, pick: Callable[[random.Random], tuple[User, User]]
+        self,
+        http_urls: list[str],
+        seconds: float,
+        workers: int,
+        pick: Callable[[random.Random], tuple[User, User]],
+        rate: float | None = None,
     ) -> dict:
-        """`workers` loops, each fetching the newest page of a random conversation and
-        then the page before it (following `next`), with the user's Bearer token."""
+        """Without `rate` (the most pages/s): `workers` loops, each fetching the newest
+        page of a random conversation and then the page before it (following `next`),
+        with the user's Bearer token; its latencies are mostly queueing behind the
+        other loops. With `rate` (latency at a given load): that many such fetches per
+        second, started on schedule whether or not earlier ones have finished (open
+        loop), as readers scrolling would."""
         latencies: list[float] = []
         statuses: dict[str, int] = {}
         deadline = now() + seconds
         timeout = aiohttp.ClientTimeout(total=30)
-        connector = aiohttp.TCPConnector(limit=workers)
+        connector = aiohttp.TCPConnector(limit=0 if rate else workers)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
             async def get(url: str, token: str) -> dict | None:
@@ -367,8 +376,25 @@ class ChatClient:
                     if page and page.get("next") and now() < deadline:
                         await get(page["next"], user.token)
 
+            async def scroll(rnd: random.Random) -> None:
+                user, peer = pick(rnd)
+                base = http_urls[user.index % len(http_urls)]
+                page = await get(f"{base}/api/conversations/{peer.username}/messages/", user.token)
+                if page and page.get("next"):
+                    await get(page["next"], user.token)
+
             started = now()
-            await asyncio.gather(*(worker(n) for n in range(workers)))
+            if rate:
+                rnd, tasks, i = random.Random(0), [], 0
+                while started + i / rate < deadline:
+                    delay = started + i / rate - now()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(scroll(rnd)))
+                    i += 1
+                await asyncio.gather(*tasks)
+            else:
+                await asyncio.gather(*(worker(n) for n in range(workers)))
             elapsed = now() - started
         pages = len(latencies)
         return {
@@ -377,7 +403,8 @@ class ChatClient:
             "pages_per_second": round(pages / elapsed, 1) if elapsed > 0 else None,
             "latency": latency_summary(latencies),
             "statuses": statuses,
-            "workers": workers,
+            "workers": None if rate else workers,
+            "scrolls_per_second": rate,
         }
 
 

@@ -51,8 +51,17 @@ FIGURES: list[Figure] = [
     ("idle: connections/s", _get("phases", "idle", "connections_per_second"), True, "{:.0f}"),
     ("idle: KiB per connection", _kib_per_connection, False, "{:.1f}"),
     ("idle: server CPU ms/connection", _get("phases", "idle", "server_cpu_ms_per_connection"), False, "{:.2f}"),
-    ("history: pages/s (under chat)", _get("phases", "history", "pages_per_second"), True, "{:.0f}"),
+    ("history: pages/s at the reader rate", _get("phases", "history", "pages_per_second"), True, "{:.0f}"),
+    ("history: p50 (ms)", _get("phases", "history", "latency", "p50_ms"), False, "{:.1f}"),
     ("history: p99 (ms)", _get("phases", "history", "latency", "p99_ms"), False, "{:.1f}"),
+    (
+        "history: chat p99 meanwhile (ms)",
+        _get("phases", "history", "chat_during", "latency", "p99_ms"),
+        False,
+        "{:.1f}",
+    ),
+    ("history max: pages/s", _get("phases", "history_max", "pages_per_second"), True, "{:.0f}"),
+    ("history max: p99 (ms)", _get("phases", "history_max", "latency", "p99_ms"), False, "{:.1f}"),
     ("lost", _get("correctness", "lost"), False, "{:.0f}"),
     ("duplicated", _get("correctness", "duplicated"), False, "{:.0f}"),
     ("out of order", _get("correctness", "out_of_order"), False, "{:.0f}"),
@@ -85,8 +94,9 @@ def render(results: dict) -> str:
     lines.append(
         f"{options['users']} users ({results['sockets']} sockets), paced {options['rate']} msg/s for "
         f"{options['paced_seconds']} s, burst {options['burst']} msgs/user, idle up to {options['idle']} "
-        f"connections in {options['idle_seconds']} s, history {options['history_workers']} workers for "
-        f"{options['history_seconds']} s; one server process each. CHAT_RATE_LIMIT={options['chat_rate_limit']} "
+        f"connections in {options['idle_seconds']} s, history {options.get('history_rate')} readers scrolling "
+        f"per second, then {options['history_workers']} as fast as they can, for {options['history_seconds']} s each, "
+        "under the paced chat; one server process each. CHAT_RATE_LIMIT={options['chat_rate_limit']} "
         "for the project (its default would throttle the burst)."
     )
     header = ["figure", *(SHORT[s] for s in columns), *(f"project ÷ {SHORT[s]}" for s in ratio_columns)]

@@ -27,6 +27,7 @@ FULL = {
     "idle_seconds": 15.0,
     "history_seconds": 5.0,
     "history_workers": 8,
+    "history_rate": 50.0,
 }
 QUICK = {
     "users": 20,
@@ -37,6 +38,7 @@ QUICK = {
     "idle_seconds": 3.0,
     "history_seconds": 2.0,
     "history_workers": 2,
+    "history_rate": 10.0,
 }
 
 
@@ -56,7 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-seconds", type=float, help=f"time for connecting them (default {FULL['idle_seconds']:.0f})"
     )
     parser.add_argument("--history-seconds", type=float, help="history under chat load; 0 skips it")
-    parser.add_argument("--history-workers", type=int, help="concurrent history readers")
+    parser.add_argument("--history-workers", type=int, help="concurrent history readers for the most pages/s")
+    parser.add_argument(
+        "--history-rate",
+        type=float,
+        help="readers scrolling per second (newest page and the one before), for the latency "
+        f"(default {FULL['history_rate']:.0f})",
+    )
     parser.add_argument("--extra-socket-every", type=int, default=4, help="every n-th user has a second socket")
     parser.add_argument(
         "--systems",
@@ -71,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the project's server in the idle, burst and history phases",
+        help="py-spy the project's server in every phase",
     )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
@@ -154,6 +162,7 @@ def build_results(args: argparse.Namespace, started: datetime, runs: list[dict],
             "idle_seconds",
             "history_seconds",
             "history_workers",
+            "history_rate",
             "extra_socket_every",
             "systems",
             "processes",

@@ -139,9 +139,14 @@ async def drive(
         await close_idle(connections)
         idle["settle_seconds_after"] = await settle(pids)
 
+    profiler = Profiler(servers[0].pid, f"{client.run_tag}-paced") if args.profile and system == PROJECT else None
+    if profiler:
+        profiler.start()
     with UsageMeter(pids, groups) as meter:
         phases["paced"] = await client.paced("paced", args.rate, args.paced_seconds)
     phases["paced"]["usage"] = meter.usage.as_dict()
+    if profiler:
+        phases["paced"]["profile"] = profiler.stop()
     phases["paced"]["server_cpu_ms_per_message"] = _cpu_ms_per_message(meter.usage, phases["paced"]["messages"])
     log(f"{label}: paced {_brief(phases['paced'])}")
     phases["paced"]["settle_seconds_after"] = await settle(pids)
@@ -164,18 +169,23 @@ async def drive(
             user = rnd.choice(users)
             return user, rnd.choice(user.peers)
 
-        profiler = Profiler(servers[0].pid, f"{client.run_tag}-history") if args.profile else None
-        if profiler:
-            profiler.start()
-        with UsageMeter(pids, groups) as meter:
-            chat, history = await asyncio.gather(
-                client.paced("history", args.rate, args.history_seconds),
-                client.history([s.url for s in servers], args.history_seconds, args.history_workers, pick),
-            )
-        phases["history"] = {**history, "chat_during": chat, "usage": meter.usage.as_dict()}
-        if profiler:
-            phases["history"]["profile"] = profiler.stop()
-        log(f"{label}: history {history['pages_per_second']} pages/s, p99 {history['latency']['p99_ms']} ms")
+        urls = [s.url for s in servers]
+        # Latency at a reader load (open loop), then the most pages/s (closed loop),
+        # each while the paced chat runs.
+        for key, rate in (("history", args.history_rate), ("history_max", None)):
+            profiler = Profiler(servers[0].pid, f"{client.run_tag}-{key}") if args.profile else None
+            if profiler:
+                profiler.start()
+            with UsageMeter(pids, groups) as meter:
+                chat, history = await asyncio.gather(
+                    client.paced(key, args.rate, args.history_seconds),
+                    client.history(urls, args.history_seconds, args.history_workers, pick, rate=rate),
+                )
+            phases[key] = {**history, "chat_during": chat, "usage": meter.usage.as_dict()}
+            if profiler:
+                phases[key]["profile"] = profiler.stop()
+            log(f"{label}: {key} {history['pages_per_second']} pages/s, p99 {history['latency']['p99_ms']} ms")
+            phases[key]["settle_seconds_after"] = await settle(pids)
 
     await client.close()
     log(f"{label}: chat sockets closed")
