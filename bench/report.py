@@ -96,7 +96,7 @@ def render(results: dict) -> str:
         f"{options['paced_seconds']} s, burst {options['burst']} msgs/user, idle up to {options['idle']} "
         f"connections in {options['idle_seconds']} s, history {options.get('history_rate')} readers scrolling "
         f"per second, then {options['history_workers']} as fast as they can, for {options['history_seconds']} s each, "
-        "under the paced chat; one server process each. CHAT_RATE_LIMIT={options['chat_rate_limit']} "
+        f"under the paced chat; one server process each. CHAT_RATE_LIMIT={options['chat_rate_limit']} "
         "for the project (its default would throttle the burst)."
     )
     header = ["figure", *(SHORT[s] for s in columns), *(f"project ÷ {SHORT[s]}" for s in ratio_columns)]

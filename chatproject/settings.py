@@ -143,10 +143,11 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            # Pub/sub delivers each group message with one PUBLISH and has no per-channel
-            # capacity that silently drops bursts; a client that was not connected
-            # catches up with `sync` from PostgreSQL, the source of truth.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis' pub/sub layer: each group message is one PUBLISH, and no
+            # per-channel capacity silently drops bursts; a client that was not
+            # connected catches up with `sync` from PostgreSQL, the source of truth.
+            # The subclass publishes a batch's events in one pipeline.
+            "BACKEND": "chatproject.channel_layer.ChatChannelLayer",
             # Redis pub/sub channels are shared by every database number of a server:
             # processes that must not hear each other (parallel test runs, the
             # benchmark) set their own prefix.

@@ -98,7 +98,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._leave()
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
-        self.in_order = InOrder(user_id=self.user.pk, seen=last_id)
+        self.in_order = InOrder(seen=last_id)
         self.delivery_lock = asyncio.Lock()
         self.gap_task: asyncio.Task | None = None
         # Made on the first send: most sockets of a crowd only read (memory per socket).
@@ -260,10 +260,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- events from the channel layer ------------------------------------------
 
-    async def chat_message(self, event: dict) -> None:
+    async def chat_messages(self, event: dict) -> None:
+        """A batch's messages to or from this user, in id order (messaging.services)."""
         async with self.delivery_lock:
-            for ready in self.in_order.offer(event):
-                await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
+            for item in event["items"]:
+                for ready in self.in_order.offer(item):
+                    await self._emit(ready["message"], own=ready.get("origin") == self.channel_name)
             self._watch_gap()
 
     async def _emit(self, message: dict, *, own: bool) -> None:

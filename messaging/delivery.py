@@ -24,6 +24,8 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100_000
+# At most this many queue entries (each a whole batch of sends' events) per pipeline.
+PUBLISH_BATCH = 64
 
 _state_lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -36,25 +38,43 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def _publish(user_ids: list[int], event: dict) -> None:
+async def _publish(items: list[tuple[list[int], dict]]) -> None:
+    """Publish (users, event) items, in order: with one Redis pipeline when the layer
+    can (chatproject.channel_layer), else one group_send each."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not items:
         return
-    for user_id in dict.fromkeys(user_ids):
+    sends = [(user_group(user_id), event) for user_ids, event in items for user_id in dict.fromkeys(user_ids)]
+    many = getattr(layer, "group_send_many", None)
+    if many is not None:
         try:
-            await layer.group_send(user_group(user_id), event)
+            await many(sends)
         except Exception:
-            logger.exception("delivery to user %s failed; their clients will catch up with sync", user_id)
+            logger.exception("delivery of %d event(s) failed; their clients will catch up", len(sends))
+        return
+    for group, event in sends:
+        try:
+            await layer.group_send(group, event)
+        except Exception:
+            logger.exception("delivery to %s failed; their clients will catch up with sync", group)
 
 
 async def _worker(queue: asyncio.Queue) -> None:
     while True:
-        user_ids, event = await queue.get()
-        if isinstance(event, asyncio.Future):
-            if not event.done():
-                event.set_result(None)  # everything queued before it is published
-            continue
-        await _publish(user_ids, event)
+        # Everything queued meanwhile goes out together, in the order it was queued.
+        queued = [await queue.get()]
+        while not queue.empty() and len(queued) < PUBLISH_BATCH:
+            queued.append(queue.get_nowait())
+        pending: list[tuple[list[int], dict]] = []
+        for items in queued:
+            if isinstance(items, asyncio.Future):
+                await _publish(pending)
+                pending = []
+                if not items.done():
+                    items.set_result(None)  # everything queued before it is published
+            else:
+                pending.extend(items)
+        await _publish(pending)
 
 
 async def flush() -> None:
@@ -67,7 +87,7 @@ async def flush() -> None:
     if queue is None or loop is not asyncio.get_running_loop():
         return
     marker: asyncio.Future = loop.create_future()
-    _enqueue(queue, ([], marker))  # type: ignore[arg-type]
+    _enqueue(queue, marker)
     await marker
 
 
@@ -96,15 +116,20 @@ def bind_loop() -> None:
             _loop, _queue = loop, queue
 
 
-def _enqueue(queue: asyncio.Queue, item: tuple[list[int], dict]) -> None:
+def _enqueue(queue: asyncio.Queue, entry: list[tuple[list[int], dict]] | asyncio.Future) -> None:
     try:
-        queue.put_nowait(item)
+        queue.put_nowait(entry)
     except asyncio.QueueFull:
-        logger.error("delivery queue full; dropping an event (clients will catch up with sync)")
+        logger.error("delivery queue full; dropping events (clients will catch up with sync)")
 
 
 def deliver(*, user_ids: list[int], event: dict) -> None:
     """Send `event` to every socket of these users. Never raises."""
+    deliver_many(items=[(user_ids, event)])
+
+
+def deliver_many(*, items: list[tuple[list[int], dict]]) -> None:
+    """`deliver` for many (users, event) items, published in this order. Never raises."""
     loop, queue = _loop, _queue
     if loop is not None and queue is not None and loop.is_running() and not loop.is_closed():
         try:
@@ -112,12 +137,12 @@ def deliver(*, user_ids: list[int], event: dict) -> None:
         except RuntimeError:
             running = None
         if running is loop:
-            _enqueue(queue, (user_ids, event))
+            _enqueue(queue, items)
         else:
-            loop.call_soon_threadsafe(_enqueue, queue, (user_ids, event))
+            loop.call_soon_threadsafe(_enqueue, queue, items)
         return
     try:
-        async_to_sync(_publish)(user_ids, event)
+        async_to_sync(_publish)(items)
     except Exception:
         logger.exception("delivery failed")
 

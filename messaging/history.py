@@ -16,22 +16,30 @@ process) a dict under a lock does the same.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from functools import cache
 
+import orjson
 from django.conf import settings
 
 HISTORY_CACHE_SIZE = 50
 HISTORY_CACHE_TTL = 24 * 3600
 
-# KEYS: entry. ARGV: size, ttl, then (id, json) pairs. Adds only if the entry exists.
+# KEYS: entries. ARGV: size, ttl, then for each entry the number of its messages and
+# their (id, json) pairs. Adds only to the entries that exist. One command for a whole
+# batch of sends.
 _APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+local size, ttl, at = tonumber(ARGV[1]), ARGV[2], 3
+for _, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  if redis.call('EXISTS', key) == 1 then
+    for i = at + 1, at + 2 * count, 2 do redis.call('ZADD', key, ARGV[i], ARGV[i + 1]) end
+    redis.call('ZREMRANGEBYRANK', key, 0, -size - 1)
+    redis.call('EXPIRE', key, ttl)
+  end
+  at = at + 1 + 2 * count
+end
 return 1
 """
 
@@ -53,7 +61,7 @@ def _key(conversation_id: int) -> str:
 def _pairs(messages: list[dict]) -> list:
     args: list = []
     for message in messages:
-        args += [message["id"], json.dumps(message, separators=(",", ":"))]
+        args += [message["id"], orjson.dumps(message)]
     return args
 
 
@@ -73,21 +81,19 @@ class _RedisHistory:
         exists, members = pipe.execute()
         if not exists:
             return None
-        return [json.loads(m) for m in members if m]
+        return [orjson.loads(m) for m in members if m]
 
     def append(self, conversation_id: int, messages: list[dict]) -> None:
         self.append_many({conversation_id: messages})
 
     def append_many(self, by_conversation: dict[int, list[dict]]) -> None:
-        """One round trip for every conversation of a batch."""
-        pipe = self.redis.pipeline(transaction=False)
-        for conversation_id, messages in by_conversation.items():
-            self.append_script(
-                keys=[_key(conversation_id)],
-                args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)],
-                client=pipe,
-            )
-        pipe.execute()
+        """One command for every conversation of a batch."""
+        if not by_conversation:
+            return
+        args: list = [HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL]
+        for messages in by_conversation.values():
+            args += [len(messages), *_pairs(messages)]
+        self.append_script(keys=[_key(c) for c in by_conversation], args=args)
 
     def fill(self, conversation_id: int, messages: list[dict]) -> None:
         self.fill_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])

@@ -3,8 +3,8 @@
 Messages are published after commit by whichever server process stored them, so two
 messages of one user stored by two processes can reach a socket in the wrong order,
 and a message can be lost in transit (Redis restarted, the storing process killed
-between commit and publish). Every message event carries, for both people, the id of
-their previous message (`prev`, from `DeliveryCursor`). A socket that has delivered
+between commit and publish). Every message in a user's event carries the id of that
+user's previous message (`prev`, from `DeliveryCursor`). A socket that has delivered
 everything up to `seen` delivers an event whose `prev` is at most `seen`, and holds
 one whose `prev` is newer until the message in between arrives, or until the consumer
 fills the gap from PostgreSQL.
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 
 class InOrder:
-    def __init__(self, *, user_id: int, seen: int) -> None:
-        self.key = str(user_id)
+    def __init__(self, *, seen: int) -> None:
         self.seen = seen
         self.held: dict[int, dict] = {}
 
-    def _prev(self, event: dict) -> int:
-        return (event.get("prev") or {}).get(self.key, 0)
+    @staticmethod
+    def _prev(event: dict) -> int:
+        return event.get("prev") or 0
 
     def offer(self, event: dict) -> list[dict]:
         """The events to deliver now, in order (this one and any it released)."""

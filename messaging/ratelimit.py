@@ -2,11 +2,12 @@
 the shared cache so that WebSocket and REST sends on every process count together.
 
 A fixed window: cheap and shared; a burst may straddle two windows. With Redis the
-counts of a whole batch of sends are taken in one round trip."""
+counts of a whole batch of sends are taken by one Lua call."""
 
 import logging
 import math
 import time
+from functools import cache as memoize
 
 from django.conf import settings
 from django.core.cache import cache
@@ -14,6 +15,19 @@ from django.core.cache import cache
 from messaging.errors import RateLimited
 
 logger = logging.getLogger(__name__)
+
+# KEYS: one counter per user. ARGV: the window's ttl, then each user's count. Returns
+# each counter's new total. One command for a whole batch, where a pipeline of
+# INCRBY + EXPIRE per user cost a tenth of a busy server's CPU in redis-py.
+_TAKE = """
+local totals = {}
+for i, key in ipairs(KEYS) do
+  local total = redis.call('INCRBY', key, ARGV[i + 1])
+  if total == tonumber(ARGV[i + 1]) then redis.call('EXPIRE', key, ARGV[1]) end
+  totals[i] = total
+end
+return totals
+"""
 
 
 def _key(user_id: int, window_index: int) -> str:
@@ -42,17 +56,20 @@ def send_rate_take_many(*, counts: dict[int, int]) -> tuple[dict[int, int], Rate
     return allowed, error
 
 
-def _incr_redis(counts: dict[int, int], window_index: int, window: int) -> dict[int, int]:
+@memoize
+def _take_script():
     from django_redis import get_redis_connection
 
-    pipe = get_redis_connection("default").pipeline(transaction=False)
+    return get_redis_connection("default").register_script(_TAKE)
+
+
+def _incr_redis(counts: dict[int, int], window_index: int, window: int) -> dict[int, int]:
     user_ids = list(counts)
-    for user_id in user_ids:
-        key = cache.make_key(_key(user_id, window_index))
-        pipe.incrby(key, counts[user_id])
-        pipe.expire(key, window + 1)
-    results = pipe.execute()
-    return {user_id: int(results[2 * i]) for i, user_id in enumerate(user_ids)}
+    totals = _take_script()(
+        keys=[cache.make_key(_key(user_id, window_index)) for user_id in user_ids],
+        args=[window + 1, *(counts[user_id] for user_id in user_ids)],
+    )
+    return {user_id: int(total) for user_id, total in zip(user_ids, totals, strict=True)}
 
 
 def _incr_cache(key: str, count: int, window: int) -> int:

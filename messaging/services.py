@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from accounts.models import User
 from messaging import history
-from messaging.delivery import deliver
+from messaging.delivery import deliver, deliver_many
 from messaging.errors import ChatError, InvalidInput, NotFound
 from messaging.models import (
     MAX_BODY_LENGTH,
@@ -299,10 +299,10 @@ def _store(
         )
         newest: dict[int, int] = {}
         read_by_sender: dict[tuple[int, int], int] = {}
-        previous: dict[int, dict[str, int]] = {}
+        previous: dict[int, dict[int, int]] = {}
         for message in messages:
             previous[message.pk] = {
-                str(user_id): cursors.get(user_id, 0) for user_id in (message.sender_id, message.recipient_id)
+                user_id: cursors.get(user_id, 0) for user_id in (message.sender_id, message.recipient_id)
             }
             cursors[message.sender_id] = cursors[message.recipient_id] = message.pk
             newest[message.conversation_id] = max(newest.get(message.conversation_id, 0), message.pk)
@@ -348,7 +348,7 @@ def _store_postgresql(
             rows = cursor.fetchall()
         messages: list[Message] = []
         origins: dict[int, str | None] = {}
-        previous: dict[int, dict[str, int]] = {}
+        previous: dict[int, dict[int, int]] = {}
         for position, message_id, conversation_id, recipient_id, body, created_at, created, prev_s, prev_r in rows:
             index = order[position - 1]
             request, recipient = requests[index], recipient_of[index]
@@ -368,7 +368,7 @@ def _store_postgresql(
             if created:
                 messages.append(message)
                 origins[message_id] = request.origin_channel
-                previous[message_id] = {str(request.sender.pk): prev_s, str(recipient.pk): prev_r}
+                previous[message_id] = {request.sender.pk: prev_s, recipient.pk: prev_r}
         messages.sort(key=lambda m: m.pk)
         if messages:
             transaction.on_commit(lambda: _after_messages_stored(messages, origins, previous))
@@ -410,7 +410,7 @@ def _pair_key(a: User, b: User) -> tuple[int, int]:
 
 
 def _after_messages_stored(
-    messages: list[Message], origins: dict[int, str | None], previous: dict[int, dict[str, int]]
+    messages: list[Message], origins: dict[int, str | None], previous: dict[int, dict[int, int]]
 ) -> None:
     payloads = [message_dict(m) for m in messages]
     by_conversation: dict[int, list[dict]] = {}
@@ -423,17 +423,16 @@ def _after_messages_stored(
         logger.exception("history cache update failed for %d conversation(s)", len(by_conversation))
         for conversation_id in by_conversation:
             _drop_history_quietly(conversation_id)
+    # One event per person for the whole batch, their messages in id order, each with
+    # the id of their message before it (messaging.ordering).
+    items_of: dict[int, list[dict]] = {}
     for message, payload in zip(messages, payloads, strict=True):
-        deliver(
-            user_ids=[message.sender_id, message.recipient_id],
-            event={
-                "type": "chat.message",
-                "message": payload,
-                "origin": origins.get(message.pk),
-                # For each person, the id of their message before this one.
-                "prev": previous[message.pk],
-            },
-        )
+        origin = origins.get(message.pk)
+        for user_id in (message.sender_id, message.recipient_id):
+            items_of.setdefault(user_id, []).append(
+                {"message": payload, "origin": origin, "prev": previous[message.pk][user_id]}
+            )
+    deliver_many(items=[([user_id], {"type": "chat.messages", "items": items}) for user_id, items in items_of.items()])
     for message in messages:
         message_stored.send(sender=Message, message=message)
 

@@ -98,7 +98,7 @@ def test_opscheck_reaches_postgres_redis_and_a_real_celery_worker():
     details = {check["name"]: check["detail"] for check in before["checks"]}
     assert details["database"] == "postgresql"
     assert details["redis"] == "PONG"
-    assert details["channel layer"].startswith("RedisPubSubChannelLayer")
+    assert details["channel layer"].startswith("ChatChannelLayer")
     assert details["celery broker"].startswith("redis://")
 
     with pytest.raises(CommandError, match="unhealthy: celery workers"):

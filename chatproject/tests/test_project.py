@@ -87,7 +87,7 @@ def test_postgres_and_redis_when_their_urls_are_set():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.postgresql",
-        "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "chatproject.channel_layer.ChatChannelLayer",
         "django_redis.cache.RedisCache",
         "False",
         "redis://127.0.0.1:6379/3",

@@ -422,17 +422,17 @@ async def test_one_send_that_breaks_the_database_does_not_fail_the_others_in_its
 # --- order across server processes ------------------------------------------------------
 
 
-async def _stored_events(monkeypatch, sends):
-    """Store messages but keep their delivery events, to publish them as another
-    process might: late, out of order, or never."""
+async def _stored_events(monkeypatch, sends, *, for_user):
+    """Store messages but keep the user's delivery events (one per send), to publish
+    them as another process might: late, out of order, or never."""
     from messaging import services
 
     captured = []
-    monkeypatch.setattr(services, "deliver", lambda *, user_ids, event: captured.append((user_ids, event)))
+    monkeypatch.setattr(services, "deliver_many", lambda *, items: captured.extend(items))
     for sender, to, body in sends:
         await sync_to_async(message_send)(sender=sender, recipient_username=to, body=body)
     monkeypatch.undo()
-    return captured
+    return [(user_ids, event) for user_ids, event in captured if user_ids == [for_user.pk]]
 
 
 async def _publish(user_ids, event):
@@ -446,7 +446,7 @@ async def _publish(user_ids, event):
 
 async def test_messages_published_out_of_order_reach_the_socket_in_order(alice, bob, carol, monkeypatch):
     bob_ws = await connect(bob)
-    events = await _stored_events(monkeypatch, [(alice, "bob", "first"), (carol, "bob", "second")])
+    events = await _stored_events(monkeypatch, [(alice, "bob", "first"), (carol, "bob", "second")], for_user=bob)
     for user_ids, event in reversed(events):
         await _publish(user_ids, event)
     received = [(await bob_ws.recv_type("message"))["message"]["body"] for _ in range(2)]
@@ -460,7 +460,7 @@ async def test_a_message_lost_in_transit_is_filled_in_from_the_database(alice, b
 
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
     bob_ws = await connect(bob)
-    events = await _stored_events(monkeypatch, [(alice, "bob", "lost"), (alice, "bob", "arrives")])
+    events = await _stored_events(monkeypatch, [(alice, "bob", "lost"), (alice, "bob", "arrives")], for_user=bob)
     await _publish(*events[1])  # the first one never comes
     received = [(await bob_ws.recv_type("message", timeout=5))["message"]["body"] for _ in range(2)]
     assert received == ["lost", "arrives"]
@@ -474,7 +474,7 @@ async def test_a_gap_fill_does_not_echo_a_senders_own_message(alice, bob, monkey
 
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
     alice_ws = await connect(alice)
-    monkeypatch.setattr(services, "deliver", lambda *, user_ids, event: None)  # the event of "mine" is lost
+    monkeypatch.setattr(services, "deliver_many", lambda *, items: None)  # the event of "mine" is lost
     await send(alice_ws, "bob", "mine")
     monkeypatch.undo()
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.2)
@@ -518,7 +518,7 @@ async def test_after_redis_is_back_a_socket_that_missed_a_message_reads_it(alice
     delivered = await send(alice_client, "bob", "published")
     assert (await bob_client.recv_type("message"))["message"]["id"] == delivered["message"]["id"]
 
-    monkeypatch.setattr(services, "deliver", lambda **kwargs: None)  # the publish is lost
+    monkeypatch.setattr(services, "deliver_many", lambda **kwargs: None)  # the publish is lost
     lost = await sync_to_async(message_send)(sender=alice, recipient_username="bob", body="lost")
     assert await bob_client.nothing()
 
