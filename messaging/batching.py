@@ -4,9 +4,9 @@ Every socket's `send` waits for its own message to be committed before it is
 acknowledged. Rather than one transaction per message, the sends that arrive while a
 transaction is in progress are stored together in the next one
 (`message_send_many`): at low load a send is stored at once, alone; under load the
-batches grow and the database does one commit for many messages. Order is kept: a
-socket sends its next frame only after its previous one was answered, and batches are
-committed one after the other.
+batches grow and the database does one commit for many messages. Order is kept: sends
+are stored in the order they were queued, and batches are committed, published and
+answered one after the other.
 
 The batches are stored on a thread of their own, with its own database connection,
 not on the one thread that Channels and Django share for everything synchronous
@@ -19,6 +19,7 @@ reconnects), like Django does between requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,15 +60,21 @@ class SendBatcher:
         self.loop, self.waiting, self.wakeup = loop, [], asyncio.Event()
         self.task = loop.create_task(self._run())
 
-    async def submit(self, request: SendRequest) -> SendResult:
-        """Store the send; raises what `message_send` would raise for it."""
+    def enqueue(self, request: SendRequest) -> asyncio.Future:
+        """Queue the send for storing; the future has its `SendResult`, or the error
+        `message_send` would raise for it, once it is stored and published. Sends are
+        stored in the order they were queued."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop or self.task is None or self.task.done():
             self._start(loop)
         future: asyncio.Future = loop.create_future()
         self.waiting.append((request, future))
         self.wakeup.set()
-        return await future
+        return future
+
+    async def submit(self, request: SendRequest) -> SendResult:
+        """Store the send; raises what `message_send` would raise for it."""
+        return await self.enqueue(request)
 
     async def _run(self) -> None:
         while True:
@@ -76,15 +83,30 @@ class SendBatcher:
             while self.waiting:
                 batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
                 outcomes = await self._store([r for r, _ in batch])
-                # Acknowledge only what has been published (see delivery.flush).
-                await delivery.flush()
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # the socket went away meanwhile
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                # Acknowledge only what has been published (see delivery.flush), but
+                # store the next batch meanwhile: the publishing is on the event loop,
+                # the storing on its thread and in PostgreSQL. Batches are published,
+                # and so answered, in the order they were stored.
+                published = delivery.published()
+                if published is None:
+                    self._answer(batch, outcomes)
+                else:
+                    published.add_done_callback(functools.partial(self._answer, batch, outcomes))
+
+    @staticmethod
+    def _answer(
+        batch: list[tuple[SendRequest, asyncio.Future]], outcomes: list, published: asyncio.Future | None = None
+    ) -> None:
+        if published is not None and published.exception() is not None:
+            # Stored but perhaps not published: no ack; a retry gets the stored message.
+            outcomes = [published.exception()] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # the socket went away meanwhile
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def _store(self, requests: list[SendRequest]) -> list:
         if time.monotonic() < self.unreachable_until:

@@ -39,6 +39,9 @@ GAP_WAIT_SECONDS = 1.0
 SYNC_PAGE_BYTES = 256 * 1024
 # Ids of the messages this socket sent, so that a gap fill does not echo them back.
 ACKED_MEMORY = 1000
+# Sends of one socket on their way to the database at once; beyond that, its frames
+# wait to be read.
+MAX_UNANSWERED_SENDS = 64
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_CONNECTIONS = 4429
@@ -61,6 +64,15 @@ def _parse(text: str) -> Any:
         return json.loads(text)
 
 
+def _echoable_client_id(frame: dict) -> str | None:
+    """The frame's `client_id` as errors echo it: a lone surrogate could not even be
+    sent back."""
+    client_id = frame.get("client_id")
+    if not isinstance(client_id, str) or not services.text_is_storable(client_id):
+        return None
+    return client_id
+
+
 def _open_connection(user: Any, channel_name: str) -> tuple[bool, int, int]:
     """Count the connection and find where its client stands, in one thread hop:
     (came online, live connections of the user, newest message id)."""
@@ -72,6 +84,10 @@ def _open_connection(user: Any, channel_name: str) -> tuple[bool, int, int]:
 class ChatConsumer(AsyncWebsocketConsumer):
     user: Any
     group: str
+    # Made on the first send: most sockets of a crowd only read (memory per socket).
+    acked: deque[int] | None = None
+    unanswered: deque[tuple[asyncio.Future, str | None]] | None = None
+    answering: asyncio.Task | None = None
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its `aclose_old_connections()` before every
@@ -101,8 +117,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.in_order = InOrder(seen=last_id)
         self.delivery_lock = asyncio.Lock()
         self.gap_task: asyncio.Task | None = None
-        # Made on the first send: most sockets of a crowd only read (memory per socket).
-        self.acked: deque[int] | None = None
         await self.accept()
         me = {"id": self.user.pk, "username": self.user.username}
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
@@ -120,8 +134,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not group:
             return
         recovery.unregister(self)
-        if getattr(self, "gap_task", None):
-            self.gap_task.cancel()
+        for task in (getattr(self, "gap_task", None), getattr(self, "answering", None)):
+            if task is not None:
+                task.cancel()
         try:
             await self.channel_layer.group_discard(group, self.channel_name)
         except Exception:
@@ -156,19 +171,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- frames from the client -------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self._error("bad_frame", "Frames must be JSON text, not binary.")
-            return
-        if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode("utf-8")) > MAX_FRAME_BYTES:
-            await self.close(code=CLOSE_TOO_BIG)
-            return
-        try:
-            frame = _parse(text_data)
-        except (ValueError, RecursionError):  # deep nesting fits in 64 KiB
-            await self._error("bad_frame", "Frames must be JSON objects.")
-            return
+        if text_data is not None and len(text_data) > MAX_FRAME_BYTES // 4:
+            if len(text_data.encode("utf-8")) > MAX_FRAME_BYTES:
+                await self.close(code=CLOSE_TOO_BIG)
+                return
+        frame, problem = None, "Frames must be JSON text, not binary."
+        if text_data is not None:
+            try:
+                frame, problem = _parse(text_data), "Frames must be JSON objects."
+            except (ValueError, RecursionError):  # deep nesting fits in 64 KiB
+                pass
+        if self.answering is not None and not (isinstance(frame, dict) and frame.get("type") == "send"):
+            # Answers go out in the order of the frames: sends in a row are stored
+            # together, anything else waits until they are answered.
+            await asyncio.wait([self.answering])
         if not isinstance(frame, dict):
-            await self._error("bad_frame", "Frames must be JSON objects.")
+            await self._error("bad_frame", problem)
             return
         if await self._heartbeat():
             await presence_events.announce(user_id=self.user.pk, online=True)
@@ -178,9 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             shown = frame_type[:40] if isinstance(frame_type, str) else type(frame_type).__name__
             await self._error("bad_frame", f"Unknown frame type {shown!r}.")
             return
-        client_id = frame.get("client_id")
-        if not isinstance(client_id, str) or not services.text_is_storable(client_id):
-            client_id = None  # echoed in errors: a lone surrogate could not even be sent back
+        client_id = _echoable_client_id(frame)
         try:
             await handler(self, frame)
         except ChatError as exc:
@@ -196,20 +212,52 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(_json(frame))
 
     async def on_send(self, frame: dict) -> None:
-        result = await send_batcher.submit(
-            services.SendRequest(
-                sender=self.user,
-                recipient_username=frame.get("to"),
-                body=frame.get("body"),
-                client_id=frame.get("client_id"),
-                origin_channel=self.channel_name,
-            )
+        """Queue the send and go on reading frames: a client may have several sends
+        on their way (answered in order, by `_answer_sends`), so that one socket's
+        stream of messages is stored in batches rather than one round trip each."""
+        client_id = _echoable_client_id(frame)
+        request = services.SendRequest(
+            sender=self.user,
+            recipient_username=frame.get("to"),
+            body=frame.get("body"),
+            client_id=frame.get("client_id"),
+            origin_channel=self.channel_name,
         )
-        payload = message_dict(result.message)  # sender and recipient are loaded: no query
-        if self.acked is None:
-            self.acked = deque(maxlen=ACKED_MEMORY)
-        self.acked.append(result.message.pk)
-        await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
+        if self.unanswered is None:
+            self.unanswered = deque()
+        future = send_batcher.enqueue(request)
+        self.unanswered.append((future, client_id))
+        if self.answering is None:
+            self.answering = asyncio.get_running_loop().create_task(self._answer_sends())
+        if len(self.unanswered) >= MAX_UNANSWERED_SENDS:
+            # Read no further frames (TCP pushes back) until the oldest is answered.
+            await asyncio.wait([self.unanswered[0][0]])
+
+    async def _answer_sends(self) -> None:
+        """Answer queued sends in the order they came: `ack`, or `error`."""
+        try:
+            await self._answer_queued_sends()
+        finally:
+            self.answering = None
+
+    async def _answer_queued_sends(self) -> None:
+        while self.unanswered:
+            future, client_id = self.unanswered[0]
+            try:
+                result = await future
+            except ChatError as exc:
+                await self._error(exc.code, exc.detail, client_id=client_id, exc=exc)
+            except Exception:
+                logger.exception("send failed for user %s", self.user.pk)
+                await self._error("server_error", "Something went wrong; try again.", client_id=client_id)
+            else:
+                payload = message_dict(result.message)  # sender and recipient are loaded: no query
+                if self.acked is None:
+                    self.acked = deque(maxlen=ACKED_MEMORY)
+                self.acked.append(result.message.pk)
+                await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
+            finally:
+                self.unanswered.popleft()
 
     async def on_sync(self, frame: dict) -> None:
         since = frame.get("since")

@@ -33,6 +33,10 @@ _queue: asyncio.Queue | None = None
 _worker_task: asyncio.Task | None = None
 
 
+class DeliveryQueueFull(RuntimeError):
+    pass
+
+
 def user_group(user_id: int) -> str:
     """The channel-layer group that every socket of the user joins."""
     return f"user.{user_id}"
@@ -77,18 +81,26 @@ async def _worker(queue: asyncio.Queue) -> None:
         await _publish(pending)
 
 
+def published() -> asyncio.Future | None:
+    """A future that is done once every event queued so far on this loop has been
+    published; None where nothing is queued on the running loop (no server loop)."""
+    loop, queue = _loop, _queue
+    if queue is None or loop is not asyncio.get_running_loop():
+        return None
+    marker: asyncio.Future = loop.create_future()
+    _enqueue(queue, marker)
+    return marker
+
+
 async def flush() -> None:
     """Wait until every event queued so far on this loop has been published.
 
     A send is acknowledged only after this: a process killed after the ack has
     published the message already, and one killed before it has not acknowledged it,
     so the client sends it again (same `client_id`: stored once)."""
-    loop, queue = _loop, _queue
-    if queue is None or loop is not asyncio.get_running_loop():
-        return
-    marker: asyncio.Future = loop.create_future()
-    _enqueue(queue, marker)
-    await marker
+    marker = published()
+    if marker is not None:
+        await marker
 
 
 def flush_sync() -> None:
@@ -121,6 +133,9 @@ def _enqueue(queue: asyncio.Queue, entry: list[tuple[list[int], dict]] | asyncio
         queue.put_nowait(entry)
     except asyncio.QueueFull:
         logger.error("delivery queue full; dropping events (clients will catch up with sync)")
+        if isinstance(entry, asyncio.Future) and not entry.done():
+            # Whoever waits for it must not take its events for published.
+            entry.set_exception(DeliveryQueueFull())
 
 
 def deliver(*, user_ids: list[int], event: dict) -> None:

@@ -531,3 +531,75 @@ async def test_after_redis_is_back_a_socket_that_missed_a_message_reads_it(alice
     assert await recovery.catch_up_all(grace=0) == 0
     await bob_client.close()
     await alice_client.close()
+
+
+# --- sends in a row ---------------------------------------------------------------
+
+
+async def test_sends_in_a_row_are_stored_together_and_answered_in_order(alice, bob, monkeypatch, settings):
+    """A socket does not wait for one send's ack before reading its next frame."""
+    from messaging import batching
+
+    settings.CHAT_RATE_LIMIT = (1000, 10)
+    real = batching.message_send_many
+    batch_sizes = []
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def counting(*, requests):
+        batch_sizes.append(len(requests))
+        if len(batch_sizes) == 1:  # hold the first batch until every frame is in
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+        return real(requests=requests)
+
+    monkeypatch.setattr(batching, "message_send_many", counting)
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
+    frames = [{"type": "send", "to": "bob", "body": f"m{i}", "client_id": f"c{i}"} for i in range(10)]
+    frames.insert(5, {"type": "send", "to": "nobody", "body": "lost", "client_id": "bad"})
+    for frame in frames:
+        await alice_ws.send(frame)
+    await alice_ws.send({"type": "ping"})
+    await asyncio.sleep(0.3)
+    gate.set()
+
+    answers = [await alice_ws.recv() for _ in range(12)]
+    assert [a.get("client_id") for a in answers[:11]] == [f["client_id"] for f in frames]
+    assert answers[5] == {**answers[5], "type": "error", "code": "not_found"}
+    assert answers[11] == {"type": "pong"}  # after every send before it was answered
+    acked = [a["message"] for a in answers[:11] if a["type"] == "ack"]
+    assert [m["body"] for m in acked] == [f"m{i}" for i in range(10)]
+    assert [m["id"] for m in acked] == sorted(m["id"] for m in acked)
+    assert batch_sizes == [1, 10]  # the first alone, the other ten together
+    received = [(await bob_ws.recv_type("message"))["message"] for _ in range(10)]
+    assert received == acked
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_a_socket_with_too_many_unanswered_sends_reads_no_further(alice, bob, monkeypatch, settings):
+    from messaging import batching, consumers
+
+    settings.CHAT_RATE_LIMIT = (1000, 10)
+    monkeypatch.setattr(consumers, "MAX_UNANSWERED_SENDS", 3)
+    real = batching.message_send_many
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    batch_sizes = []
+
+    def held(*, requests):
+        batch_sizes.append(len(requests))
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+        return real(requests=requests)
+
+    monkeypatch.setattr(batching, "message_send_many", held)
+    alice_ws = await connect(alice)
+    for i in range(6):
+        await alice_ws.send({"type": "send", "to": "bob", "body": f"m{i}", "client_id": f"c{i}"})
+    await asyncio.sleep(0.3)
+    # One batch on its way, two sends queued: the fourth frame is not read yet.
+    assert batch_sizes == [1]
+    assert len(batching.send_batcher.waiting) == 2
+    gate.set()
+    acks = [await alice_ws.recv_type("ack") for _ in range(6)]
+    assert [a["client_id"] for a in acks] == [f"c{i}" for i in range(6)]
+    await alice_ws.close()
