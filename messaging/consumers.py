@@ -7,6 +7,7 @@ happened before (messaging.ws_auth); the user is in `scope["user"]`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -171,16 +172,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- frames from the client -------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is not None and len(text_data) > MAX_FRAME_BYTES // 4:
-            if len(text_data.encode("utf-8")) > MAX_FRAME_BYTES:
-                await self.close(code=CLOSE_TOO_BIG)
-                return
+        if (
+            text_data is not None
+            and len(text_data) > MAX_FRAME_BYTES // 4
+            and len(text_data.encode("utf-8")) > MAX_FRAME_BYTES
+        ):
+            await self.close(code=CLOSE_TOO_BIG)
+            return
         frame, problem = None, "Frames must be JSON text, not binary."
         if text_data is not None:
-            try:
-                frame, problem = _parse(text_data), "Frames must be JSON objects."
-            except (ValueError, RecursionError):  # deep nesting fits in 64 KiB
-                pass
+            problem = "Frames must be JSON objects."
+            with contextlib.suppress(ValueError, RecursionError):  # deep nesting fits in 64 KiB
+                frame = _parse(text_data)
         if self.answering is not None and not (isinstance(frame, dict) and frame.get("type") == "send"):
             # Answers go out in the order of the frames: sends in a row are stored
             # together, anything else waits until they are answered.
