@@ -123,8 +123,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(_json({"type": "ready", "user": me, "last_message_id": last_id}))
         recovery.register(self)
         presence_events.ensure_sweeper()
+        # Loaded with the user (messaging.selectors.socket_user); not kept for the
+        # socket's life.
+        peer_ids = self.user.__dict__.pop("peer_ids", None)
         if came_online:
-            await presence_events.announce(user_id=self.user.pk, online=True, user=self.user)
+            await presence_events.announce(user_id=self.user.pk, online=True, user=self.user, peer_ids=peer_ids)
 
     async def disconnect(self, code: int) -> None:
         await self._leave()

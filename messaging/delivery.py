@@ -42,7 +42,7 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def _publish(items: list[tuple[list[int], dict]]) -> None:
+async def publish(items: list[tuple[list[int], dict]]) -> None:
     """Publish (users, event) items, in order: with one Redis pipeline when the layer
     can (chatproject.channel_layer), else one group_send each."""
     layer = get_channel_layer()
@@ -72,13 +72,13 @@ async def _worker(queue: asyncio.Queue) -> None:
         pending: list[tuple[list[int], dict]] = []
         for items in queued:
             if isinstance(items, asyncio.Future):
-                await _publish(pending)
+                await publish(pending)
                 pending = []
                 if not items.done():
                     items.set_result(None)  # everything queued before it is published
             else:
                 pending.extend(items)
-        await _publish(pending)
+        await publish(pending)
 
 
 def published() -> asyncio.Future | None:
@@ -157,7 +157,7 @@ def deliver_many(*, items: list[tuple[list[int], dict]]) -> None:
             loop.call_soon_threadsafe(_enqueue, queue, items)
         return
     try:
-        async_to_sync(_publish)(items)
+        async_to_sync(publish)(items)
     except Exception:
         logger.exception("delivery failed")
 

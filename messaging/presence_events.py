@@ -12,12 +12,11 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts import presence
 from accounts.models import User
-from messaging import recovery
+from messaging import delivery, recovery
 from messaging.selectors import conversation_peer_ids
 from messaging.serializers import iso_utc
 
@@ -26,29 +25,31 @@ logger = logging.getLogger(__name__)
 _sweepers: dict[int, asyncio.Task] = {}
 
 
+def _event(user: User, online: bool) -> dict:
+    return {"type": "chat.presence", "user": user.username, "online": online, "last_seen": iso_utc(user.last_seen)}
+
+
 @database_sync_to_async
 def _presence_event(user_id: int, online: bool, user: User | None) -> tuple[list[int], dict] | None:
     if user is None:
         user = User.objects.filter(pk=user_id).only("username", "last_seen").first()
         if user is None:
             return None
-    event = {"type": "chat.presence", "user": user.username, "online": online, "last_seen": iso_utc(user.last_seen)}
-    return conversation_peer_ids(user_id=user_id), event
+    return conversation_peer_ids(user_id=user_id), _event(user, online)
 
 
-async def announce(*, user_id: int, online: bool, user: User | None = None) -> None:
-    """Tell the user's conversation partners. `user`, when the caller has it loaded
-    (a socket that just connected), saves reading it again."""
-    found = await _presence_event(user_id, online, user)
-    if found is None:
-        return
-    peer_ids, event = found
-    layer = get_channel_layer()
-    for peer_id in peer_ids:
-        try:
-            await layer.group_send(f"user.{peer_id}", event)
-        except Exception:
-            logger.exception("presence delivery to user %s failed", peer_id)
+async def announce(*, user_id: int, online: bool, user: User | None = None, peer_ids: list[int] | None = None) -> None:
+    """Tell the user's conversation partners, with one Redis pipeline. `user` and
+    `peer_ids`, when the caller has them loaded (a socket that just connected), save
+    reading them again."""
+    if user is not None and peer_ids is not None:
+        event = _event(user, online)
+    else:
+        found = await _presence_event(user_id, online, user)
+        if found is None:
+            return
+        peer_ids, event = found
+    await delivery.publish([(peer_ids, event)])
 
 
 async def _sweep_forever() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
@@ -121,36 +122,47 @@ def messages_since(*, user: User, since: int, limit: int = SYNC_LIMIT) -> tuple[
 
 
 @functools.cache
-def _user_with_newest_message_id_sql() -> str:
+def _socket_user_sql(vendor: str) -> str:
     # Written out rather than built with the ORM on every connect: compiling the
     # subqueries cost more CPU than running them. COALESCE stops at the cursor when
     # there is one; the subqueries are for messages written without one (imports,
     # factories) and use the outbox and inbox indexes.
     user, message, cursor = User._meta.db_table, Message._meta.db_table, DeliveryCursor._meta.db_table
+    membership = Membership._meta.db_table
+    peers = f"SELECT p.peer_id FROM {membership} p WHERE p.user_id = u.id"  # noqa: S608 - table names from the models
+    peer_ids = f"ARRAY({peers})" if vendor == "postgresql" else f"(SELECT group_concat(q.peer_id) FROM ({peers}) q)"  # noqa: S608
     return (
         f"SELECT u.id, u.username, u.is_active, u.last_seen, u.password, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
         f" (SELECT c.last_message_id FROM {cursor} c WHERE c.user_id = u.id),"
         f" (SELECT MAX(n.id) FROM ("
         f"  SELECT MAX(m.id) AS id FROM {message} m WHERE m.sender_id = u.id"
         f"  UNION ALL SELECT MAX(m.id) AS id FROM {message} m WHERE m.recipient_id = u.id) n),"
-        f" 0) AS newest_message_id"
+        f" 0) AS newest_message_id, {peer_ids} AS peer_ids"
         f" FROM {user} u WHERE u.id = %s"
     )
 
 
-def user_with_newest_message_id(*, user_id: int) -> User | None:
-    """The user, with `newest_message_id`: the newest message id to or from them (0
-    when none), which a new socket's `ready` frame carries. One query. Only the fields
-    a socket uses are loaded (the instance lives as long as the socket); reading
-    another one would query, which async code must not do."""
-    return next(iter(User.objects.raw(_user_with_newest_message_id_sql(), [user_id])), None)
+def socket_user(*, user_id: int) -> User | None:
+    """The user a new socket belongs to, in one query, with
+    - `newest_message_id`: the newest message id to or from them (0 when none), which
+      the socket's `ready` frame carries;
+    - `peer_ids`: everyone they share a conversation with (told when they come online;
+      the socket drops the list once it has been used).
+    Only the fields a socket uses are loaded (the instance lives as long as the
+    socket); reading another one would query, which async code must not do."""
+    row = next(iter(User.objects.raw(_socket_user_sql(connection.vendor), [user_id])), None)
+    if row is not None:
+        raw = row.peer_ids
+        if raw is None or isinstance(raw, str):  # SQLite: comma-separated, NULL for none
+            row.peer_ids = [int(peer_id) for peer_id in raw.split(",")] if raw else []
+    return row
 
 
 def last_message_id(*, user: User) -> int:
     """The newest message id to or from the user (0 when none)."""
     newest = getattr(user, "newest_message_id", None)
     if newest is None:  # not loaded with the user (messaging.ws_auth)
-        loaded = user_with_newest_message_id(user_id=user.pk)
+        loaded = socket_user(user_id=user.pk)
         newest = loaded.newest_message_id if loaded is not None else 0
     return newest
 

@@ -27,7 +27,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from messaging.selectors import user_with_newest_message_id
+from messaging.selectors import socket_user
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +61,15 @@ class OriginCheckMiddleware:
 
 @database_sync_to_async
 def _user_from_token(raw: str):
-    """The active user an access token names, loaded with their newest message id
-    (the consumer's `ready` needs it): simplejwt's checks (`JWTAuthentication.get_user`)
+    """The active user an access token names, loaded with what the consumer needs
+    (`messaging.selectors.socket_user`): simplejwt's checks (`JWTAuthentication.get_user`)
     on one query of our own. A refresh token has the wrong token type."""
     try:
         token = JWTAuthentication().get_validated_token(raw)
         user_id = int(token[jwt_settings.USER_ID_CLAIM])  # simplejwt writes it as a string
     except (InvalidToken, TokenError, KeyError, TypeError, ValueError):
         return None
-    user = user_with_newest_message_id(user_id=user_id)
+    user = socket_user(user_id=user_id)
     if user is None or (jwt_settings.CHECK_USER_IS_ACTIVE and not user.is_active):
         return None
     if jwt_settings.CHECK_REVOKE_TOKEN and token.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(

@@ -356,6 +356,23 @@ async def test_partners_see_presence_change_when_the_last_tab_closes(alice, bob)
     await alice_ws.close()
 
 
+async def test_everyone_in_a_conversation_sees_a_user_come_online_and_strangers_do_not(alice, bob, carol):
+    for peer in ("bob", "carol"):
+        await sync_to_async(message_send)(sender=alice, recipient_username=peer, body="hi")
+    stranger = await sync_to_async(UserFactory)(username="stranger")
+    watchers = [await connect(user) for user in (bob, carol, stranger)]
+    alice_ws = await connect(alice)
+    for watcher in watchers[:2]:
+        frame = await watcher.recv_type("presence")
+        assert frame["user"] == "alice" and frame["online"] is True
+    assert await watchers[2].nothing(0.3, ignore=())
+    loaded = await sync_to_async(selectors.socket_user)(user_id=alice.pk)
+    assert sorted(loaded.peer_ids) == sorted([bob.pk, carol.pk])
+    assert (await sync_to_async(selectors.socket_user)(user_id=stranger.pk)).peer_ids == []
+    for client in (alice_ws, *watchers):
+        await client.close()
+
+
 async def test_strangers_get_no_presence_frames(alice):
     stranger = await sync_to_async(UserFactory)(username="stranger")
     alice_ws = await connect(alice)
