@@ -14,12 +14,13 @@ import random
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db.models import Count, Q
 
 from accounts.tests.factories import UserFactory
-from messaging.models import Message
+from messaging.models import Conversation, Message
 from messaging.services import message_send
 from tests.faults_support import (
     LiveSocket,
@@ -33,6 +34,7 @@ from tests.faults_support import (
     token_for,
 )
 from tests.procs import DaphneServer, free_port, require_stack, running
+from tests.procs import test_database_url as database_url
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -459,6 +461,88 @@ async def test_a_client_that_reconnects_at_random_moments_under_concurrent_sende
         await bob_ws.close()
 
 
+def _blocked_by(monitor: psycopg.Connection, pid: int) -> list[int]:
+    """The backends waiting for a lock that backend `pid` holds."""
+    rows = monitor.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (pid,))
+    return [row[0] for row in rows]
+
+
+async def test_a_message_whose_id_was_drawn_first_but_committed_late_is_not_skipped_by_live_delivery_or_sync(
+    server_env, bob, carol
+):
+    """carol's send to bob draws its id and inserts its row, then its transaction is
+    held open (a row lock it needs is taken here). dave's send to bob, on another
+    process, comes after it: it draws a higher id. Were dave's message committed and
+    delivered first, a tab of bob's that saw it would sync `since` its id and never
+    get carol's, and a tab that stays would drop carol's as older than what it saw.
+    The per-user locks (messaging_store_messages) keep dave's send waiting until
+    carol's commits: both tabs get both."""
+    require_stack()
+    dave = await sync_to_async(UserFactory)(username="dave")
+    # Both conversations exist: the held transaction must not be creating its own.
+    for sender in (carol, dave):
+        await sync_to_async(message_send)(sender=sender, recipient_username="bob", body="before")
+    conversation = await sync_to_async(Conversation.objects.get)(
+        user_low=min(bob, carol, key=lambda u: u.pk).pk, user_high=max(bob, carol, key=lambda u: u.pk).pk
+    )
+    a, b = DaphneServer(**server_env()), DaphneServer(**server_env())
+    with (
+        running(a, b),
+        psycopg.connect(database_url()) as blocker,
+        psycopg.connect(database_url(), autocommit=True) as monitor,
+    ):
+        bob_stays = await LiveSocket.open(a.ws_url, token_for(bob))
+        bob_leaves = await LiveSocket.open(b.ws_url, token_for(bob))
+        carol_ws = await LiveSocket.open(a.ws_url, token_for(carol))
+        dave_ws = await LiveSocket.open(b.ws_url, token_for(dave))
+        # carol's transaction will wait for this lock when it moves the conversation's
+        # last message, after its message id was drawn and its row inserted (the
+        # insert's foreign key check only takes a key-share lock, which this allows).
+        blocker.execute("SELECT 1 FROM messaging_conversation WHERE id = %s FOR NO KEY UPDATE", (conversation.pk,))
+        blocker_pid = blocker.info.backend_pid
+        try:
+            await carol_ws.send({"type": "send", "to": "bob", "body": "drawn first", "client_id": "first"})
+            assert await eventually(lambda: _blocked_by(monitor, blocker_pid), timeout=10)
+            [carol_pid] = _blocked_by(monitor, blocker_pid)
+
+            await dave_ws.send({"type": "send", "to": "bob", "body": "drawn second", "client_id": "second"})
+
+            def dave_acked() -> bool:
+                return any(f["type"] == "ack" for f in dave_ws.frames)
+
+            # Either dave's send waits behind carol's transaction, or (without the user
+            # locks) it is committed, acknowledged and delivered meanwhile.
+            assert await eventually(lambda: dave_acked() or _blocked_by(monitor, carol_pid), timeout=10)
+            acked_while_held = dave_acked()
+            if acked_while_held:
+                await asyncio.sleep(0.5)  # its live delivery to bob's tabs
+            # This tab goes away before carol's message commits, and comes back later.
+            await bob_leaves.close()
+            seen = bob_leaves.live_messages()
+            since = max((m["id"] for m in seen), default=bob_leaves.ready["last_message_id"])
+        finally:
+            blocker.rollback()
+
+        carol_ack = await carol_ws.wait_for(lambda f: f["type"] == "ack", timeout=10)
+        dave_ack = await dave_ws.wait_for(lambda f: f["type"] == "ack", timeout=10)
+        first, second = carol_ack["message"]["id"], dave_ack["message"]["id"]
+        bob_back = await LiveSocket.open(a.ws_url, token_for(bob))
+        synced = await bob_back.sync_all(since, _page_ids(bob))
+        await eventually(lambda: {first, second} <= {m["id"] for m in bob_stays.live_messages()}, timeout=5)
+        stayed = [m["id"] for m in bob_stays.live_messages()]
+        print(
+            f"\ncarol's message {first} held uncommitted; dave's {second} acknowledged meanwhile: {acked_while_held}; "
+            f"the tab that left saw {[m['id'] for m in seen]} and synced from {since}: {[m['id'] for m in synced]}; "
+            f"the tab that stayed got {stayed}"
+        )
+        assert first < second
+        left_and_came_back = [m["id"] for m in seen + synced]
+        assert sorted(left_and_came_back) == [first, second]
+        assert stayed == [first, second]
+        for socket in (bob_stays, bob_back, carol_ws, dave_ws):
+            await socket.close()
+
+
 async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recovers_with_sync(
     server_env, alice, bob, carol
 ):
@@ -473,18 +557,27 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recover
         alice_ws = await LiveSocket.open(server.ws_url, token_for(alice))
         erin_ws = await LiveSocket.open(server.ws_url, token_for(erin))
 
-        async def probe(tag: str, count: int) -> list[float]:
-            """alice -> erin, one after the other: seconds until erin has each one."""
+        async def probe(tag: str, count: int, *, during: list[asyncio.Task] = ()) -> list[float]:
+            """alice and erin write to each other in turn, one message at a time: seconds
+            until the other one has each. At least `count` messages, and on until the
+            tasks `during` are done."""
             latencies = []
-            for i in range(count):
+            index = 0
+            while index < count or not all(task.done() for task in during):
+                sender, receiver, to = (alice_ws, erin_ws, "erin") if index % 2 == 0 else (erin_ws, alice_ws, "alice")
+                body = f"{tag} {index}"
                 started = time.monotonic()
-                await alice_ws.send({"type": "send", "to": "erin", "body": f"{tag} {i}", "client_id": f"{tag}-{i}"})
-                await erin_ws.wait_for(
-                    lambda f, body=f"{tag} {i}": f["type"] == "message" and f["message"]["body"] == body, timeout=10
+                await sender.send({"type": "send", "to": to, "body": body, "client_id": f"{tag}-{index}"})
+                await receiver.wait_for(
+                    lambda f, body=body: f["type"] == "message" and f["message"]["body"] == body, timeout=10
                 )
                 latencies.append(time.monotonic() - started)
+                index += 1
                 await asyncio.sleep(0.05)
             return latencies
+
+        def received(socket: LiveSocket, tag: str) -> list[str]:
+            return [m["body"] for m in socket.live_messages() if m["body"].startswith(f"{tag} ")]
 
         quiet = await probe("quiet", 20)
         rss_before = rss_kib(server.pid)
@@ -499,7 +592,7 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recover
             }
         flood_started = time.monotonic()
         runs = [asyncio.create_task(s.run(lambda: server.ws_url, limit=90)) for s in flood]
-        during = await probe("busy", 40)
+        during = await probe("busy", 20, during=runs)
         await asyncio.gather(*runs)
         flood_seconds = time.monotonic() - flood_started
         rss_flooded = rss_kib(server.pid)
@@ -516,17 +609,24 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_others_and_recover
 
         def summary(latencies: list[float]) -> str:
             ordered = sorted(latencies)
-            return f"median {ordered[len(ordered) // 2] * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
+            median, slowest = ordered[len(ordered) // 2], ordered[-1]
+            return f"{len(ordered)} messages, median {median * 1000:.0f} ms, max {slowest * 1000:.0f} ms"
 
         print(
             f"\n{len(stored)} messages ({flood_bytes / 2**20:.1f} MiB of UTF-8) flooded in {flood_seconds:.1f} s "
             f"to {STALLED_TABS} sockets that never read; daphne RSS {rss_before / 1024:.1f} MiB before, "
             f"{rss_flooded / 1024:.1f} MiB after the flood, "
-            f"{rss_released / 1024:.1f} MiB 2 s after those clients were cut; alice->erin latency quiet "
+            f"{rss_released / 1024:.1f} MiB 2 s after those clients were cut; alice<->erin latency quiet "
             f"{summary(quiet)}, during the flood {summary(during)}, after {summary(after)}"
         )
         assert len(stored) == 600
         assert [m["id"] for m in recovered] == sorted(stored)
+        # Meanwhile alice and erin chatted as if nothing happened: each of their
+        # messages arrived, once, in order, within 2 s (generous: not a benchmark).
+        assert max(during) < 2.0, summary(during)
+        for tag, count in (("quiet", len(quiet)), ("busy", len(during)), ("after", len(after))):
+            assert received(erin_ws, tag) == [f"{tag} {i}" for i in range(0, count, 2)]
+            assert received(alice_ws, tag) == [f"{tag} {i}" for i in range(1, count, 2)]
         # Each stalled socket is cut once WS_SEND_BUFFER_LIMIT_BYTES (1 MiB) wait for it:
         # the flood (about 27 MiB towards them) must not pile up in the server.
         assert rss_flooded - rss_before < 12 * 1024, "daphne buffered the flood for clients that never read"
