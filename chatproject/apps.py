@@ -6,3 +6,10 @@ class ChatProjectConfig(AppConfig):
 
     name = "chatproject"
     verbose_name = "Messenger"
+
+    def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from chatproject.db import use_recent_check
+
+        connection_created.connect(use_recent_check, dispatch_uid="chatproject.db.use_recent_check")

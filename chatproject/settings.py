@@ -98,8 +98,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI every HTTP request runs on a thread of its own, so a persistent
     # connection (CONN_MAX_AGE) would be a new PostgreSQL connection per request. A
-    # psycopg pool per process instead; each connection is checked when taken, so
-    # one that died with a PostgreSQL restart is replaced, not handed out.
+    # psycopg pool per process instead; a connection is checked when taken unless it
+    # was handed out in the last second (chatproject.db), so one that died with a
+    # PostgreSQL restart is replaced, not handed out.
     DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=20)
     if DATABASE_POOL_SIZE:
         DATABASES["default"]["CONN_MAX_AGE"] = 0
