@@ -3,13 +3,21 @@ clients: what a deployment with several web processes does."""
 
 import asyncio
 import json
+import re
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.test import Client as HttpClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
+from accounts.models import User
+from accounts.tests.factories import UserFactory
 from messaging.models import Message
 from tests.procs import DaphneServer, require_stack, running
 
@@ -52,6 +60,15 @@ class Socket:
                         extra.append(frame)
         except TimeoutError:
             return extra
+
+    async def close_code(self, timeout: float = 5) -> int | None:
+        """The code the server closes this socket with (frames meanwhile are skipped)."""
+        async with asyncio.timeout(timeout):
+            try:
+                while True:
+                    await self.ws.recv()
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
 
     async def close(self) -> None:
         await self.ws.close()
@@ -147,3 +164,93 @@ async def test_both_processes_sending_into_one_conversation_keep_the_cached_hist
         assert [m["id"] for m in cached["results"]] == expected
     await alice_ws.close()
     await bob_ws.close()
+
+
+async def _refused_with(server: DaphneServer, user) -> int | None:
+    """Connect and authenticate; the close code when the server refuses, else None."""
+    ws = await ws_connect(server.ws_url)
+    await ws.send(json.dumps({"type": "auth", "token": str(AccessToken.for_user(user))}))
+    socket = Socket(ws)
+    try:
+        await socket.next("ready", timeout=5)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    await socket.close()
+    return None
+
+
+def _admin_session(user) -> str:
+    browser = HttpClient()
+    browser.force_login(user)
+    return browser.cookies["sessionid"].value
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _admin_bulk_action(server: DaphneServer, session: str, action: str, user_ids: list[int]) -> int:
+    """Run an action of the user changelist on this server, as the admin's browser
+    does (deletion confirmed); the answer's status: 302 back to the list once done,
+    200 when the action was refused."""
+    url = f"{server.url}/admin/accounts/user/"
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Cookie": f"sessionid={session}"})) as page:
+        csrf_cookie = re.search(r"csrftoken=([^;]+)", page.headers["Set-Cookie"]).group(1)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode()).group(1)
+    fields = {"action": action, "_selected_action": user_ids, "index": 0, "csrfmiddlewaretoken": csrf}
+    if action == "delete_selected":
+        fields["post"] = "yes"
+    request = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(fields, doseq=True).encode(),
+        headers={"Cookie": f"sessionid={session}; csrftoken={csrf_cookie}"},
+    )
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("action", ["deactivate_users", "delete_selected"])
+async def test_a_user_deactivated_or_deleted_in_the_admin_of_one_process_is_disconnected_on_every_process(
+    servers, alice, bob, action
+):
+    a, b = servers
+    root = await sync_to_async(UserFactory)(username="root", is_staff=True, is_superuser=True)
+    session = await sync_to_async(_admin_session)(root)
+    alice_tabs = [await Socket.open(a, alice), await Socket.open(b, alice)]
+    bob_ws = await Socket.open(b, bob)
+    assert await sync_to_async(_admin_bulk_action)(a, session, action, [alice.pk]) == 302
+    for tab in alice_tabs:
+        assert await tab.close_code() == 4401
+    assert await _refused_with(b, alice) == 4401
+    await bob_ws.send({"type": "ping"})
+    assert await bob_ws.next("pong")
+    remaining = await sync_to_async(lambda: dict(User.objects.values_list("username", "is_active")))()
+    assert remaining == (
+        {"root": True, "alice": False, "bob": True} if action == "deactivate_users" else {"root": True, "bob": True}
+    )
+    await bob_ws.close()
+
+
+async def test_the_per_user_connection_cap_counts_the_connections_on_every_process(servers, alice):
+    a, b = servers
+    cap = settings.MAX_CONNECTIONS_PER_USER  # the processes read the same environment
+    tabs = [await Socket.open((a, b)[i % 2], alice) for i in range(cap)]
+    assert await _refused_with(a, alice) == 4429
+    assert await _refused_with(b, alice) == 4429
+    await tabs.pop(0).close()  # a tab on `a` closes: room for one more, on either process
+
+    async def room_on_b() -> bool:
+        return await _refused_with(b, alice) is None
+
+    for _ in range(50):
+        if await room_on_b():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no room after a tab closed")
+    for tab in tabs:
+        await tab.close()
