@@ -35,6 +35,8 @@ class SentMessage:
     chat_id: int
     text: str
     at: float = field(default_factory=time.monotonic)
+    # `parse_mode` as the client sent it ("HTML", "MarkdownV2", or None: plain text).
+    parse_mode: str | None = None
 
 
 @dataclass
@@ -250,7 +252,7 @@ class FakeTelegram:
             if failure:
                 self.refused.append(Refusal(status=failure[0], chat_id=chat_id))
             else:
-                self.sent.append(SentMessage(chat_id=chat_id, text=params["text"]))
+                self.sent.append(SentMessage(chat_id=chat_id, text=params["text"], parse_mode=params.get("parse_mode")))
                 message_id = next(self._message_ids)
         if failure:
             return _failure(*failure)

@@ -3,15 +3,23 @@
 import pytest
 
 from notifications import telegram
+from notifications.services import notification_text
 from tests.fake_telegram import BOT_USERNAME
 
 CHAT = 123
 
 
 def test_a_message_reaches_the_bot_api_as_html(fake_telegram):
-    telegram.send_message(chat_id=CHAT, text="<b>hi</b>")
+    text = notification_text(sender_username="alice", count=1, last_body="<script>alert(1)</script> & <b>bold</b>")
+    telegram.send_message(chat_id=CHAT, text=text)
     [sent] = fake_telegram.messages_to(CHAT)
-    assert sent.text == "<b>hi</b>"
+    # Telegram reads the text as HTML: the app's own markup stays markup, the user's
+    # text arrives as entities (a raw "<script>" or "&" would even be refused).
+    assert sent.parse_mode == "HTML"
+    assert sent.text == text
+    assert "New message from <b>alice</b>:" in sent.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in sent.text
+    assert "<script>" not in sent.text and "<b>bold" not in sent.text and " & " not in sent.text
 
 
 def test_flood_control_is_retry_later_with_telegrams_wait(fake_telegram):
