@@ -37,4 +37,6 @@ USER app
 
 EXPOSE 8000
 
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket-max-message-size", "66560", "--proxy-headers", "chatproject.asgi:application"]
+# No --proxy-headers: the client's address for throttling is the one the trusted proxy
+# wrote into X-Forwarded-For (NUM_PROXIES), never a value the client chose.
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket-max-message-size", "66560", "chatproject.asgi:application"]

@@ -5,7 +5,6 @@ from rest_framework import generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -14,18 +13,19 @@ from rest_framework_simplejwt.views import TokenObtainPairView
 from accounts.pagination import UsernamePagination
 from accounts.selectors import user_list
 from accounts.serializers import MeSerializer, RefreshTokenSerializer, RegisterSerializer, UserSerializer
+from accounts.throttling import ClientAddressThrottle
 
 
 class RegisterView(generics.CreateAPIView):
     serializer_class = RegisterSerializer
     permission_classes = [AllowAny]
     authentication_classes: list = []
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientAddressThrottle]
     throttle_scope = "register"
 
 
 class TokenView(TokenObtainPairView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientAddressThrottle]
     throttle_scope = "login"
 
 

@@ -5,11 +5,7 @@ from accounts import views
 
 urlpatterns = [
     path("accounts/register/", views.register, name="register"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("users/", views.users, name="users"),
 ]

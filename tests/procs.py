@@ -54,9 +54,9 @@ def process_env(**overrides: str) -> dict[str, str]:
             "REDIS_URL": settings.REDIS_URL,
             "SECRET_KEY": settings.SECRET_KEY,
             "DEBUG": "false",
-            "FAST_PASSWORD_HASHER": "true",
             "PYTHONUNBUFFERED": "1",
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            # The production settings but for a fast password hasher, as in the tests.
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings_test",
         }
     )
     env.update(overrides)

@@ -17,6 +17,8 @@ import re
 import shlex
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from importlib import import_module
 from pathlib import Path
@@ -37,7 +39,6 @@ WEB_COMMAND = [
     "8000",
     "--websocket-max-message-size",
     "66560",
-    "--proxy-headers",
     "chatproject.asgi:application",
 ]
 
@@ -241,10 +242,9 @@ def test_every_variable_the_compose_file_interpolates_is_documented_in_env_examp
 def test_every_setting_read_from_the_environment_is_documented_in_env_example():
     settings_source = (ROOT / "chatproject" / "settings.py").read_text()
     read = set(re.findall(r"env(?:\.\w+)?\(\s*\"([A-Z][A-Z0-9_]*)\"", settings_source))
-    testing_only = {"FAST_PASSWORD_HASHER"}
 
     assert {"SECRET_KEY", "DATABASE_URL", "LOG_FORMAT"} <= read
-    missing = read - testing_only - env_example_names()
+    missing = read - env_example_names()
     assert not missing, f"add these to .env.example: {sorted(missing)}"
 
 
@@ -365,6 +365,101 @@ def test_collectstatic_with_the_manifest_storage_succeeds_as_in_the_image_build(
     hashed = manifest["drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"]
     assert re.search(r"\.[0-9a-f]{12}\.js$", hashed)
     assert (tmp_path / f"{hashed}.gz").is_file()
+
+
+# --- The client's address (throttling) -------------------------------------------
+
+
+def web_commands() -> dict[str, list[str]]:
+    cmd = next(arguments for keyword, arguments in dockerfile_instructions() if keyword == "CMD")
+    return {"compose web": as_argv(load_compose()["services"]["web"]["command"]), "Dockerfile CMD": json.loads(cmd)}
+
+
+def nginx_snippet() -> str:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/operations.md shows one nginx configuration"
+    return blocks[0]
+
+
+@pytest.mark.parametrize("name", ["compose web", "Dockerfile CMD"])
+def test_daphne_never_takes_the_client_address_from_forwarded_headers(name):
+    """With --proxy-headers daphne makes the first X-Forwarded-For value, which the
+    client writes, the request's address, and the login throttle counts by it."""
+    from daphne.cli import CommandLineInterface
+
+    argv = web_commands()[name]
+    parsed = CommandLineInterface().parser.parse_args(argv[1:])
+
+    assert argv[0] == "daphne"
+    assert not parsed.proxy_headers
+    assert not any(arg.startswith("--proxy-headers") for arg in argv)
+
+
+def test_the_documented_proxy_replaces_x_forwarded_for_with_the_address_it_sees():
+    directives = {
+        tuple(line.split("#")[0].split()[1:3])
+        for line in nginx_snippet().splitlines()
+        if line.strip().startswith("proxy_set_header")
+    }
+
+    assert ("X-Forwarded-For", "$remote_addr;") in directives
+    assert "$proxy_add_x_forwarded_for" not in nginx_snippet()
+    # ... and the app is told about that one proxy.
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "`NUM_PROXIES=1`" in operations
+    assert load_compose()["services"]["web"]["ports"] == ["${WEB_PUBLISH:-127.0.0.1:8000}:8000"]
+
+
+def _login_status(base_url: str, forwarded_for: str) -> int:
+    request = urllib.request.Request(
+        f"{base_url}/api/auth/token/",
+        data=json.dumps({"username": "alice", "password": "wrong"}).encode(),
+        headers={"Content-Type": "application/json", "X-Forwarded-For": forwarded_for},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_forged_x_forwarded_for_does_not_escape_the_login_throttle_of_the_web_command():
+    """The web command as compose runs it, directly reached (NUM_PROXIES=0) and behind
+    the documented proxy (NUM_PROXIES=1, the proxy's address last): a client that
+    writes a new address into X-Forwarded-For for every attempt is still throttled."""
+    from tests.procs import BIN, DaphneServer, Process, require_stack, wait_healthy
+
+    require_stack()
+    servers = {}
+    for num_proxies in ("0", "1"):
+        server = DaphneServer(THROTTLE_RATES="login=3/min", NUM_PROXIES=num_proxies)
+        argv = load_compose()["services"]["web"]["command"]
+        server.args = [str(BIN / argv[0]), *argv[1:]]
+        server.args[server.args.index("0.0.0.0")] = "127.0.0.1"
+        server.args[server.args.index("8000")] = str(server.port)
+        servers[num_proxies] = server
+    try:
+        for server in servers.values():
+            Process.start(server)
+        deadline = time.monotonic() + 120
+        for server in servers.values():
+            wait_healthy(server, server.url, deadline)
+
+        direct = [_login_status(servers["0"].url, f"198.51.100.{i}") for i in range(5)]
+        proxied = [_login_status(servers["1"].url, f"198.51.100.{i}, 203.0.113.7") for i in range(5)]
+        another_client = _login_status(servers["1"].url, "198.51.100.1, 203.0.113.8")
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    assert direct == [401, 401, 401, 429, 429]
+    assert proxied == [401, 401, 401, 429, 429]
+    assert another_client == 401
 
 
 # --- Structured logs ------------------------------------------------------------

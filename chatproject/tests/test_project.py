@@ -102,3 +102,27 @@ def test_throttle_rates_come_from_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert "'login': '3/min'" in result.stdout and "'register': '1/day'" in result.stdout
+
+
+def test_production_settings_hash_passwords_with_django_s_hasher_whatever_the_environment_says():
+    # FAST_PASSWORD_HASHER once switched these settings to MD5; nothing read from the
+    # environment may weaken password hashing now, with DEBUG or without.
+    code = "from django.contrib.auth.hashers import make_password; print(make_password('x').split('$')[0])"
+    for debug in ("false", "true"):
+        result = _settings_in_subprocess(code, SECRET_KEY="x" * 50, DEBUG=debug, FAST_PASSWORD_HASHER="true")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["pbkdf2_sha256"]
+
+
+def test_only_the_test_settings_hash_fast_and_they_still_verify_django_s_hashes(settings):
+    from django.contrib.auth.hashers import check_password, make_password
+    from django.test.utils import override_settings
+
+    assert settings.SETTINGS_MODULE == "chatproject.settings_test"
+    assert make_password("x").startswith("md5$")
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]):
+        stored_in_production = make_password("x")
+    assert check_password("x", stored_in_production)
+    for entry_point in ("manage.py", "chatproject/asgi.py", "chatproject/celery.py", "chatproject/wsgi.py"):
+        source = (ROOT / entry_point).read_text()
+        assert '"chatproject.settings"' in source and "settings_test" not in source, entry_point
