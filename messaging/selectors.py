@@ -47,21 +47,28 @@ def conversation_list(*, user: User):
     )
 
 
+@functools.cache
+def _conversation_for_sql() -> str:
+    # Written out: building the subquery with the ORM cost more than running it.
+    user, membership = User._meta.db_table, Membership._meta.db_table
+    return (
+        f"SELECT u.id, (SELECT m.conversation_id FROM {membership} m"  # noqa: S608 - table names from the models, values as parameters
+        f" WHERE m.user_id = u.id AND m.peer_id = %s) FROM {user} u WHERE u.username = %s AND u.is_active"
+    )
+
+
 def conversation_for(*, user: User, peer_username: str) -> tuple[User, int | None]:
-    """The peer and the id of the conversation with them (None when they never
-    talked), in one query. Raises `NotFound` when there is no such active user."""
-    peer = None
+    """The peer (`id` and `username` only) and the id of the conversation with them
+    (None when they never talked), in one query. Raises `NotFound` when there is no
+    such active user."""
+    row = None
     if "\x00" not in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
-        conversation_id = Membership.objects.filter(user=OuterRef("pk"), peer=user).values("conversation_id")[:1]
-        peer = (
-            User.objects.filter(username=peer_username, is_active=True)
-            .annotate(conversation_id=Subquery(conversation_id))
-            .only("id", "username")
-            .first()
-        )
-    if peer is None or peer.pk == user.pk:
+        with connection.cursor() as cursor:
+            cursor.execute(_conversation_for_sql(), [user.pk, peer_username])
+            row = cursor.fetchone()
+    if row is None or row[0] == user.pk:
         raise NotFound(f"No user named {peer_username!r}.")
-    return peer, peer.conversation_id
+    return User(id=row[0], username=peer_username), row[1]
 
 
 def _usernames(user: User, peer: User) -> dict[int, str]:
