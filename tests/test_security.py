@@ -21,6 +21,7 @@ Covered elsewhere, and not repeated here:
 from __future__ import annotations
 
 import base64
+import html
 import json
 import urllib.error
 import urllib.request
@@ -34,6 +35,7 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
@@ -120,11 +122,42 @@ async def test_forged_tokens_close_with_4401(alice, bob, kind):
     assert await _auth_frame_result(token) == CLOSED_4401
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_blacklisted_refresh_token_is_refused(alice):
-    refresh = await sync_to_async(RefreshToken.for_user)(alice)
-    await sync_to_async(refresh.blacklist)()
-    assert await _auth_frame_result(str(refresh)) == CLOSED_4401
+def _refresh(refresh: str):
+    return APIClient().post(reverse("api-token-refresh"), {"refresh": refresh}, format="json")
+
+
+def _logout(refresh: str):
+    return APIClient().post(reverse("api-logout"), {"refresh": refresh}, format="json")
+
+
+def _is_valid(refresh: str) -> bool:
+    try:
+        RefreshToken(refresh)  # signature, expiry and the blacklist, as the views check it
+    except TokenError:
+        return False
+    return True
+
+
+@pytest.mark.django_db
+def test_a_blacklisted_refresh_token_is_refused(alice):
+    login = APIClient().post(reverse("api-token"), {"username": "alice", "password": PASSWORD}, format="json")
+    assert login.status_code == 200
+    # Blacklisted by rotation: it worked once, and is refused from then on.
+    first = login.json()["refresh"]
+    rotated = _refresh(first)
+    assert rotated.status_code == 200
+    assert _refresh(first).status_code == 401
+    # Blacklisted by logout: valid until then, refused by every endpoint after.
+    second = rotated.json()["refresh"]
+    assert _is_valid(second)
+    assert _logout(second).status_code == 205
+    assert not _is_valid(second)
+    refused = _refresh(second)
+    assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"
+    assert _logout(second).status_code == 401
+    # Only that token: a fresh login still gets a refresh token that refreshes.
+    again = APIClient().post(reverse("api-token"), {"username": "alice", "password": PASSWORD}, format="json")
+    assert _refresh(again.json()["refresh"]).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
@@ -355,17 +388,42 @@ def test_a_search_is_reflected_escaped(alice):
     assert "&lt;script&gt;" in content
 
 
+# Registration refuses markup in names (above), but an account can come from elsewhere
+# (an import, a shell, an older version): pages must escape whatever name they get.
+MARKUP_NAME = "x\"'&<img src=x onerror=alert(1)>"
+
+
 @pytest.mark.django_db
-def test_the_most_hostile_allowed_username_is_shown_escaped_everywhere(alice, admin_client):
-    """Django's validator allows letters, digits and @.+-_; none of them is markup, and
-    pages that show names still escape whatever they get."""
-    odd = UserFactory(username="@.+-_x")
-    say(odd, alice, "hello")
-    browser = Client()
-    browser.force_login(alice)
-    for url in (reverse("users"), reverse("chat", args=[odd.username]), reverse("home")):
-        assert browser.get(url).status_code == 200
-    assert admin_client.get(reverse("admin:accounts_user_change", args=[odd.pk])).status_code == 200
+@pytest.mark.parametrize("name", ["@.+-_x", MARKUP_NAME], ids=["most hostile allowed", "markup stored directly"])
+def test_the_most_hostile_allowed_username_is_shown_escaped_everywhere(alice, admin_client, name):
+    """Django's validator allows letters, digits and @.+-_ (none of them markup); a
+    name stored without it may hold anything. Every page that shows a name shows it
+    escaped, and never its raw markup."""
+    odd = User.objects.create_user(username=name, password=PASSWORD)
+    message = say(odd, alice, "hello")
+    alice_browser, odd_browser = Client(), Client()
+    alice_browser.force_login(alice)
+    odd_browser.force_login(odd)
+    pages = {
+        "users page": alice_browser.get(reverse("users")),
+        "users search": alice_browser.get(reverse("users"), {"q": name[:3]}),
+        "chat page": alice_browser.get(reverse("chat", args=[name])),
+        # The name in the header and the page's data for the scripts, for its owner.
+        "own home": odd_browser.get(reverse("home")),
+        "own settings": odd_browser.get(reverse("settings")),
+        "admin user list": admin_client.get(reverse("admin:accounts_user_changelist")),
+        "admin user": admin_client.get(reverse("admin:accounts_user_change", args=[odd.pk])),
+        "admin messages": admin_client.get(reverse("admin:messaging_message_changelist")),
+        "admin message": admin_client.get(reverse("admin:messaging_message_change", args=[message.pk])),
+    }
+    escaped = html.escape(name)
+    for where, page in pages.items():
+        assert page.status_code == 200, where
+        content = page.content.decode()
+        assert escaped in content, f"{where}: the name is not shown"
+        if escaped != name:
+            assert name not in content, f"{where}: the name is shown unescaped"
+            assert "<img src=x" not in content, f"{where}: its markup is on the page"
 
 
 # --- Throttles shared by server processes --------------------------------------------

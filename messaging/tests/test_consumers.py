@@ -234,6 +234,8 @@ async def test_sync_pages_with_more(alice, bob, monkeypatch):
 
 
 async def test_typing_reaches_the_peer(alice, bob):
+    # Typing goes to conversation partners only (tests/test_security.py: strangers).
+    await sync_to_async(message_send)(sender=bob, recipient_username="alice", body="hi")
     alice_ws, bob_ws = await connect(alice), await connect(bob)
     await alice_ws.send({"type": "typing", "to": "bob"})
     assert await bob_ws.recv_type("typing") == {"type": "typing", "from": "alice"}
