@@ -20,10 +20,15 @@ Covered elsewhere, and not repeated here:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import html
+import http.client
 import json
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 
@@ -36,7 +41,10 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from accounts.models import User
 from accounts.tests.factories import PASSWORD, UserFactory
@@ -238,19 +246,38 @@ async def test_read_with_another_conversations_message_id_reveals_nothing_of_it(
         await socket.close()
 
 
+async def _answers_to(client, frame: dict) -> list[dict]:
+    """Every frame the server sends back for `frame` (a `ping` after it marks the end:
+    frames are answered in order)."""
+    await client.send(frame)
+    await client.send({"type": "ping"})
+    answers = []
+    while (answer := await client.recv()) != {"type": "pong"}:
+        if answer["type"] != "presence":
+            answers.append(answer)
+    return answers
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_read_and_typing_answer_a_stranger_and_an_unknown_name_alike(alice, bob, carol):
     """Whether two other people talk, or whether a name exists beyond the users page,
-    is not revealed by the error."""
-    await sync_to_async(say)(bob, carol, "private")
-    alice_ws = await connect(alice)
+    is not revealed by the answer; and a stranger is not told that alice typed."""
+    private = await sync_to_async(say)(bob, carol, "private")
+    alice_ws, bob_ws = await connect(alice), await connect(bob)
     answers = {}
     for name in ("bob", "nobody"):
-        await alice_ws.send({"type": "read", "peer": name, "up_to": 1})
-        error = await alice_ws.recv_type("error")
-        answers[name] = (error["code"], error["detail"].replace(name, "NAME"))
-    assert answers["bob"] == answers["nobody"] == ("not_found", answers["nobody"][1])
-    await alice_ws.close()
+        for frame in ({"type": "read", "peer": name, "up_to": private.pk}, {"type": "typing", "to": name}):
+            frames = await _answers_to(alice_ws, frame)
+            answers[frame["type"], name] = [
+                {**f, "detail": f["detail"].replace(name, "NAME")} if f["type"] == "error" else f for f in frames
+            ]
+    for kind in ("read", "typing"):
+        assert answers[kind, "bob"] == answers[kind, "nobody"], (kind, answers[kind, "bob"], answers[kind, "nobody"])
+        [error] = answers[kind, "nobody"]
+        assert error["type"] == "error" and error["code"] == "not_found"
+    assert await bob_ws.nothing(0.5)
+    for socket in (alice_ws, bob_ws):
+        await socket.close()
 
 
 @pytest.mark.django_db
@@ -455,6 +482,125 @@ def test_registration_floods_are_throttled_across_server_processes():
         statuses = [_register(server.url, f"flood{i}") for i, server in enumerate((a, b, a, b, a, b))]
     assert statuses == [201] * 4 + [429] * 2
     assert User.objects.filter(username__startswith="flood").count() == 4
+
+
+# --- Over-size requests and frames, to a real server ----------------------------------
+# The API's 413 needs REST_FRAMEWORK["EXCEPTION_HANDLER"] = chatproject.api_errors'
+# handler (settings), the 1009 under daphne chatproject.ws_close.install() (asgi).
+
+MEGABYTES = 5 * 2**20
+
+
+@pytest.fixture(scope="module")
+def server(django_db_blocker):
+    require_stack()
+    with django_db_blocker.unblock(), running(DaphneServer()) as (server,):
+        yield server
+
+
+def _http(server: DaphneServer, method: str, path: str, body: bytes = b"", headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.msg, response.read()
+    finally:
+        connection.close()
+
+
+def _form_post(server: DaphneServer, path: str, fields: dict[str, str]):
+    """POST a form the way a browser does: with the CSRF cookie and field of its page."""
+    status, headers, page = _http(server, "GET", path)
+    assert status == 200
+    cookie = next(c.split(";")[0] for c in headers.get_all("Set-Cookie") if c.startswith("csrftoken="))
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
+    return _http(server, "POST", path, body, {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+
+
+def _json_post(server: DaphneServer, path: str, data: dict, token: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return _http(server, "POST", path, json.dumps(data).encode(), headers)
+
+
+OVER_SIZE_POSTS = {
+    "REST send": lambda s, u: _json_post(
+        s, "/api/conversations/bob/messages/", {"body": "x" * MEGABYTES}, str(AccessToken.for_user(u))
+    ),
+    "REST login": lambda s, u: _json_post(s, "/api/auth/token/", {"username": "alice", "password": "x" * MEGABYTES}),
+    "REST registration": lambda s, u: _json_post(
+        s, "/api/auth/register/", {"username": "newcomer", "password": PASSWORD, "email": "x" * MEGABYTES}
+    ),
+    "login form": lambda s, u: _form_post(s, "/accounts/login/", {"username": "alice", "password": "x" * MEGABYTES}),
+    "registration form": lambda s, u: _form_post(
+        s, "/accounts/register/", {"username": "newcomer", "password1": "x" * MEGABYTES, "password2": "x"}
+    ),
+}
+
+
+def _stored() -> dict[str, int]:
+    return {
+        "messages": Message.objects.count(),
+        "users": User.objects.count(),
+        "refresh tokens": OutstandingToken.objects.count(),
+        "logins": User.objects.filter(last_login__isnull=False).count(),
+    }
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("target", list(OVER_SIZE_POSTS))
+def test_a_body_of_megabytes_is_refused_clearly_stores_nothing_and_the_server_goes_on(server, alice, bob, target):
+    before = _stored()
+    status, headers, body = OVER_SIZE_POSTS[target](server, alice)
+    if target.startswith("REST"):
+        # The contract's error shape, as for any other refused request.
+        assert (status, headers["Content-Type"]) == (413, "application/json"), (status, body[:200])
+        assert "too large" in json.loads(body)["detail"]
+    else:
+        assert status in (400, 413), (status, body[:200])
+    assert _stored() == before
+    # The server goes on as before.
+    assert _http(server, "GET", "/healthz")[0] == 200
+    status, _, body = _json_post(
+        server, "/api/conversations/bob/messages/", {"body": "after"}, str(AccessToken.for_user(alice))
+    )
+    assert status == 201 and json.loads(body)["body"] == "after"
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [64 * 1024 + 1, MEGABYTES], ids=["just over 64 KiB", "megabytes"])
+async def test_an_over_size_frame_closes_the_socket_with_1009_stores_nothing_and_the_server_goes_on(
+    server, alice, bob, size
+):
+    token = str(AccessToken.for_user(alice))
+
+    async def open_socket():
+        ws = await ws_connect(server.ws_url, max_size=2**20, open_timeout=10)
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        async with asyncio.timeout(10):
+            assert json.loads(await ws.recv())["type"] == "ready"
+        return ws
+
+    ws = await open_socket()
+    with contextlib.suppress(ConnectionClosed):  # the server may close while it is sent
+        await ws.send(json.dumps({"type": "send", "to": "bob", "body": "x" * size, "client_id": "big"}))
+    async with asyncio.timeout(10):
+        await ws.wait_closed()
+    assert ws.close_code == 1009
+    assert not await Message.objects.aexists()
+    ws = await open_socket()
+    await ws.send(json.dumps({"type": "send", "to": "bob", "body": "after", "client_id": "after"}))
+    async with asyncio.timeout(10):
+        while (frame := json.loads(await ws.recv()))["type"] != "ack":
+            pass
+    assert frame["message"]["body"] == "after"
+    await ws.close()
 
 
 # --- Known server errors on PostgreSQL (reported; the fix is outside these files) -----
