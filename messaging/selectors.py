@@ -5,6 +5,7 @@ the same (an empty history), as the users page already lists everyone."""
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 
 from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
@@ -149,6 +150,24 @@ def _socket_user_sql(vendor: str) -> str:
     )
 
 
+_SOCKET_USER_FIELDS = ("id", "username", "is_active", "last_seen", "password")
+
+
+@functools.cache
+def _socket_user_field_order() -> list[str]:
+    return [f.attname for f in User._meta.concrete_fields if f.attname in _SOCKET_USER_FIELDS]
+
+
+def _stored_datetime(value):
+    """A datetime column read with a plain cursor: PostgreSQL gives it aware, SQLite
+    as text in UTC (what Django's converters would make of it)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+    return value
+
+
 def socket_user(*, user_id: int) -> User | None:
     """The user a new socket belongs to, in one query, with
     - `newest_message_id`: the newest message id to or from them (0 when none), which
@@ -156,13 +175,23 @@ def socket_user(*, user_id: int) -> User | None:
     - `peer_ids`: everyone they share a conversation with (told when they come online;
       the socket drops the list once it has been used).
     Only the fields a socket uses are loaded (the instance lives as long as the
-    socket); reading another one would query, which async code must not do."""
-    row = next(iter(User.objects.raw(_socket_user_sql(connection.vendor), [user_id])), None)
-    if row is not None:
-        raw = row.peer_ids
-        if raw is None or isinstance(raw, str):  # SQLite: comma-separated, NULL for none
-            row.peer_ids = [int(peer_id) for peer_id in raw.split(",")] if raw else []
-    return row
+    socket); reading another one would query, which async code must not do. A plain
+    cursor: a raw queryset's column mapping cost as much as the query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_socket_user_sql(connection.vendor), [user_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, username, is_active, last_seen, password, newest_message_id, peer_ids = row
+    loaded = {"id": pk, "username": username, "is_active": bool(is_active), "last_seen": _stored_datetime(last_seen)}
+    loaded["password"] = password
+    # from_db takes the values in the model's field order.
+    user = User.from_db(connection.alias, _SOCKET_USER_FIELDS, [loaded[name] for name in _socket_user_field_order()])
+    user.newest_message_id = newest_message_id
+    if peer_ids is None or isinstance(peer_ids, str):  # SQLite: comma-separated, NULL for none
+        peer_ids = [int(peer_id) for peer_id in peer_ids.split(",")] if peer_ids else []
+    user.peer_ids = peer_ids
+    return user
 
 
 def last_message_id(*, user: User) -> int:

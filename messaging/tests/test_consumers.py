@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import UserFactory
@@ -370,6 +371,11 @@ async def test_everyone_in_a_conversation_sees_a_user_come_online_and_strangers_
     assert await watchers[2].nothing(0.3, ignore=())
     loaded = await sync_to_async(selectors.socket_user)(user_id=alice.pk)
     assert sorted(loaded.peer_ids) == sorted([bob.pk, carol.pk])
+    await sync_to_async(type(alice).objects.filter(pk=alice.pk).update)(last_seen=timezone.now())
+    loaded = await sync_to_async(selectors.socket_user)(user_id=alice.pk)
+    await sync_to_async(alice.refresh_from_db)()
+    assert (loaded.username, loaded.is_active, loaded.password) == (alice.username, True, alice.password)
+    assert loaded.last_seen == alice.last_seen and loaded.last_seen.tzinfo is not None
     assert (await sync_to_async(selectors.socket_user)(user_id=stranger.pk)).peer_ids == []
     for client in (alice_ws, *watchers):
         await client.close()
