@@ -159,12 +159,12 @@ def _socket_user_field_order() -> list[str]:
 
 
 def _stored_datetime(value):
-    """A datetime column read with a plain cursor: PostgreSQL gives it aware, SQLite
-    as text in UTC (what Django's converters would make of it)."""
+    """A datetime column read with a plain cursor, as Django's converters would make
+    it: PostgreSQL gives it aware; SQLite naive (or as text), in UTC."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
     return value
 
 
