@@ -217,6 +217,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # DRF's, plus a JSON 413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
+    "EXCEPTION_HANDLER": "chatproject.api_errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "accounts.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": _throttle_rates(env.str("THROTTLE_RATES", default="")),

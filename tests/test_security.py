@@ -259,24 +259,37 @@ async def _answers_to(client, frame: dict) -> list[dict]:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_read_and_typing_answer_a_stranger_and_an_unknown_name_alike(alice, bob, carol):
+async def test_read_answers_a_stranger_and_an_unknown_name_alike_and_reveals_nothing(alice, bob, carol):
     """Whether two other people talk, or whether a name exists beyond the users page,
-    is not revealed by the answer; and a stranger is not told that alice typed."""
+    is not revealed by the answer to `read`; bob is told nothing."""
     private = await sync_to_async(say)(bob, carol, "private")
     alice_ws, bob_ws = await connect(alice), await connect(bob)
     answers = {}
     for name in ("bob", "nobody"):
-        for frame in ({"type": "read", "peer": name, "up_to": private.pk}, {"type": "typing", "to": name}):
-            frames = await _answers_to(alice_ws, frame)
-            answers[frame["type"], name] = [
-                {**f, "detail": f["detail"].replace(name, "NAME")} if f["type"] == "error" else f for f in frames
-            ]
-    for kind in ("read", "typing"):
-        assert answers[kind, "bob"] == answers[kind, "nobody"], (kind, answers[kind, "bob"], answers[kind, "nobody"])
-        [error] = answers[kind, "nobody"]
-        assert error["type"] == "error" and error["code"] == "not_found"
+        frames = await _answers_to(alice_ws, {"type": "read", "peer": name, "up_to": private.pk})
+        answers[name] = [
+            {**f, "detail": f["detail"].replace(name, "NAME")} if f["type"] == "error" else f for f in frames
+        ]
+    assert answers["bob"] == answers["nobody"], answers
+    [error] = answers["nobody"]
+    assert error["type"] == "error" and error["code"] == "not_found"
     assert await bob_ws.nothing(0.5)
     for socket in (alice_ws, bob_ws):
+        await socket.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_typing_reaches_anyone_one_may_write_to_and_an_unknown_name_is_not_found(alice, bob, carol):
+    """Anyone on the users page may be written to, so they may be shown typing too (as
+    before a first message); an unknown name is `not_found`; nobody else hears of it."""
+    await sync_to_async(say)(bob, carol, "private")
+    alice_ws, bob_ws, carol_ws = await connect(alice), await connect(bob), await connect(carol)
+    assert await _answers_to(alice_ws, {"type": "typing", "to": "bob"}) == []
+    assert (await bob_ws.recv_type("typing")) == {"type": "typing", "from": "alice"}
+    [error] = await _answers_to(alice_ws, {"type": "typing", "to": "nobody"})
+    assert error["type"] == "error" and error["code"] == "not_found"
+    assert await carol_ws.nothing(0.5)
+    for socket in (alice_ws, bob_ws, carol_ws):
         await socket.close()
 
 
