@@ -1,6 +1,10 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.fields import get_error_detail
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts import presence
 from accounts.models import User
@@ -61,3 +65,21 @@ class RegisterSerializer(serializers.Serializer):
 
 class RefreshTokenSerializer(serializers.Serializer):
     refresh = serializers.CharField()
+
+
+class RevocableTokenRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh, which also refuses a refresh token issued before the
+    user's current password (CHECK_REVOKE_TOKEN): simplejwt checks that claim on
+    access tokens only, and would hand out an access token bound to fail."""
+
+    def validate(self, attrs):
+        refresh = self.token_class(attrs["refresh"])
+        user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
+        user = User.objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).only("password").first()
+        if (
+            jwt_settings.CHECK_REVOKE_TOKEN
+            and user is not None
+            and refresh.payload.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password)
+        ):
+            raise AuthenticationFailed("The password has changed since this token was issued.", "password_changed")
+        return super().validate(attrs)

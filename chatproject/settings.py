@@ -234,6 +234,11 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry a hash of the password hash: a new password (the admin's, or
+    # `manage.py changepassword`) refuses every token issued before it, REST and
+    # WebSocket alike (messaging.ws_auth checks it too).
+    "CHECK_REVOKE_TOKEN": True,
+    "TOKEN_REFRESH_SERIALIZER": "accounts.serializers.RevocableTokenRefreshSerializer",
 }
 
 SPECTACULAR_SETTINGS = {

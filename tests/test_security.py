@@ -168,6 +168,18 @@ def test_a_blacklisted_refresh_token_is_refused(alice):
     assert _refresh(again.json()["refresh"]).status_code == 200
 
 
+@pytest.mark.django_db
+def test_a_new_password_refuses_the_tokens_issued_before_it(alice):
+    pair = APIClient().post(reverse("api-token"), {"username": "alice", "password": PASSWORD}, format="json").json()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    assert api.get(reverse("api-conversations")).status_code == 200
+    alice.set_password("a-brand-new-password-7")
+    alice.save()
+    assert api.get(reverse("api-conversations")).status_code == 401
+    assert _refresh(pair["refresh"]).status_code == 401
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_the_token_of_a_deleted_user_is_refused(alice):
     token = str(AccessToken.for_user(alice))

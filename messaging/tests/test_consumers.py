@@ -88,6 +88,28 @@ async def test_a_deactivated_users_token_is_refused(alice):
     assert await communicator.receive_output(3) == {"type": "websocket.close", "code": 4401}
 
 
+async def test_a_token_issued_before_a_new_password_is_refused(alice):
+    token = str(AccessToken.for_user(alice))
+    assert (await connect_with_token(token)) == "ready"
+    alice.set_password("a-brand-new-password-7")
+    await sync_to_async(alice.save)()
+    assert (await connect_with_token(token)) == 4401
+    assert (await connect_with_token(str(AccessToken.for_user(alice)))) == "ready"
+
+
+async def connect_with_token(token: str):
+    """The string "ready", or the close code."""
+    communicator = await raw()
+    await communicator.connect()
+    await communicator.send_to(text_data=json.dumps({"type": "auth", "token": token}))
+    output = await communicator.receive_output(3)
+    if output["type"] == "websocket.close":
+        return output["code"]
+    assert json.loads(output["text"])["type"] == "ready"
+    await communicator.disconnect()
+    return "ready"
+
+
 async def _session_cookie(user) -> bytes:
     from django.test import Client as HttpClient
 
