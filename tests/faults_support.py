@@ -155,14 +155,22 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def http_json(url: str, *, token: str | None = None, body: dict | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+def http_json(
+    url: str,
+    *,
+    token: str | None = None,
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """(status, JSON body or None) of a GET, or a POST when there is a body."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None

@@ -412,17 +412,12 @@ def test_the_documented_proxy_replaces_x_forwarded_for_with_the_address_it_sees(
 
 
 def _login_status(base_url: str, forwarded_for: str) -> int:
-    request = urllib.request.Request(
-        f"{base_url}/api/auth/token/",
-        data=json.dumps({"username": "alice", "password": "wrong"}).encode(),
-        headers={"Content-Type": "application/json", "X-Forwarded-For": forwarded_for},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    from tests.faults_support import http_json
+
+    credentials = {"username": "alice", "password": "wrong"}
+    return http_json(
+        f"{base_url}/api/auth/token/", body=credentials, headers={"X-Forwarded-For": forwarded_for}, timeout=30
+    )[0]
 
 
 @pytest.mark.stack

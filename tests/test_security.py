@@ -52,6 +52,7 @@ from chatproject.asgi import application
 from messaging.models import Message
 from messaging.services import message_send
 from messaging.tests.ws import connect
+from tests.faults_support import http_json
 from tests.procs import DaphneServer, require_stack, running
 
 XSS = "<script>alert(1)</script>"
@@ -482,17 +483,7 @@ def test_the_most_hostile_allowed_username_is_shown_escaped_everywhere(alice, ad
 
 
 def _register(base_url: str, username: str) -> int:
-    request = urllib.request.Request(
-        f"{base_url}/api/auth/register/",
-        data=json.dumps({"username": username, "password": PASSWORD}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return http_json(f"{base_url}/api/auth/register/", body={"username": username, "password": PASSWORD})[0]
 
 
 @pytest.mark.stack
