@@ -3,8 +3,8 @@
 Django's ASGI handler runs the middleware chain on the event loop. Every
 `MiddlewareMixin` middleware (Django's own, CSP's) is async-capable only in name: it
 calls its `process_request` and `process_response` with a thread hop each, so with
-the project's eleven an API call went to a thread and back about a dozen times before
-and after its sync view (py-spy, `make bench` history phase). Every view here is
+the project's eight of them an API call went to a thread and back about a dozen times
+around its sync view (py-spy, `make bench` history phase). Every view here is
 sync, so this handler builds the sync chain, as under WSGI, and runs it, view
 included, with one hop. Reading the request body and sending the response stay on
 the event loop, so a slow client holds no thread.
