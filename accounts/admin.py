@@ -1,10 +1,10 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
+from accounts.services import users_deactivate
 
 
 @admin.register(User)
@@ -17,11 +17,5 @@ class UserAdmin(BaseUserAdmin):
 
     @admin.action(description="Deactivate the selected users and close their connections", permissions=["change"])
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        # One save() per user, never queryset.update(): whoever keeps state about a user
-        # hears of it from post_save (messaging closes the user's open sockets then).
-        with transaction.atomic():
-            users = list(queryset.filter(is_active=True).exclude(pk=request.user.pk))
-            for user in users:
-                user.is_active = False
-                user.save(update_fields=["is_active"])
-        self.message_user(request, f"{len(users)} user(s) deactivated.", messages.SUCCESS)
+        count = users_deactivate(users=queryset, keep=request.user)
+        self.message_user(request, f"{count} user(s) deactivated.", messages.SUCCESS)

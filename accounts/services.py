@@ -3,6 +3,7 @@
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from accounts.models import User
 
@@ -33,3 +34,19 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
     with transaction.atomic():
         user.save()
     return user
+
+
+def users_deactivate(*, users: QuerySet[User], keep: User | None = None) -> int:
+    """Deactivate the active users among `users` (but `keep`, the one doing it), each
+    with `save()`, never `QuerySet.update()`: whoever keeps state about a user hears of
+    it from `post_save` (messaging closes their open sockets on every process). Returns
+    how many were deactivated."""
+    with transaction.atomic():
+        chosen = users.filter(is_active=True)
+        if keep is not None:
+            chosen = chosen.exclude(pk=keep.pk)
+        deactivated = list(chosen)
+        for user in deactivated:
+            user.is_active = False
+            user.save(update_fields=["is_active"])
+    return len(deactivated)

@@ -242,28 +242,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _answer_sends(self) -> None:
         """Answer queued sends in the order they came: `ack`, or `error`."""
         try:
-            await self._answer_queued_sends()
+            while self.unanswered:
+                future, client_id = self.unanswered[0]
+                try:
+                    result = await future
+                except ChatError as exc:
+                    await self._error(exc.code, exc.detail, client_id=client_id, exc=exc)
+                except Exception:
+                    logger.exception("send failed for user %s", self.user.pk)
+                    await self._error("server_error", "Something went wrong; try again.", client_id=client_id)
+                else:
+                    payload = message_dict(result.message)  # sender and recipient are loaded: no query
+                    if self.acked is None:
+                        self.acked = deque(maxlen=ACKED_MEMORY)
+                    self.acked.append(result.message.pk)
+                    await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
+                finally:
+                    self.unanswered.popleft()
         finally:
             self.answering = None
-
-    async def _answer_queued_sends(self) -> None:
-        while self.unanswered:
-            future, client_id = self.unanswered[0]
-            try:
-                result = await future
-            except ChatError as exc:
-                await self._error(exc.code, exc.detail, client_id=client_id, exc=exc)
-            except Exception:
-                logger.exception("send failed for user %s", self.user.pk)
-                await self._error("server_error", "Something went wrong; try again.", client_id=client_id)
-            else:
-                payload = message_dict(result.message)  # sender and recipient are loaded: no query
-                if self.acked is None:
-                    self.acked = deque(maxlen=ACKED_MEMORY)
-                self.acked.append(result.message.pk)
-                await self.send(_json({"type": "ack", "client_id": result.message.client_id, "message": payload}))
-            finally:
-                self.unanswered.popleft()
 
     async def on_sync(self, frame: dict) -> None:
         since = frame.get("since")
