@@ -1,13 +1,18 @@
 """The HTTP side of the ASGI application (chatproject.handlers)."""
 
+import asyncio
 import threading
+import time
 
 import pytest
 from asgiref.sync import iscoroutinefunction
 from asgiref.testing import ApplicationCommunicator
+from django.core.signals import request_finished, request_started
+from django.http import StreamingHttpResponse
 from django.urls import path
 
 from chatproject.asgi import django_asgi_app
+from chatproject.handlers import HTTP_THREADS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,11 +26,45 @@ def _view(request):
     return JsonResponse({"ok": True})
 
 
-urlpatterns = [path("probe/", _view)]
+def _slow_view(request):
+    time.sleep(0.3)
+    return _view(request)
 
 
-async def _get(path_: str) -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
+async def _parts():
+    for part in (b"a", b"b"):
+        yield part
+
+
+def _streamed_view(request):
+    seen_threads.append(threading.get_ident())
+    return StreamingHttpResponse(_parts())
+
+
+urlpatterns = [path("probe/", _view), path("slow/", _slow_view), path("streamed/", _streamed_view)]
+
+
+@pytest.fixture
+def events():
+    """(signal, thread name) of every request_started and request_finished."""
+    seen: list[tuple[str, str]] = []
+
+    def started(**kwargs):
+        seen.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs):
+        seen.append(("finished", threading.current_thread().name))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    seen_threads.clear()
+    yield seen
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+def _scope(path_: str) -> dict:
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -39,7 +78,10 @@ async def _get(path_: str) -> tuple[int, dict[bytes, bytes], bytes]:
         "client": ("127.0.0.1", 40000),
         "server": ("localhost", 80),
     }
-    communicator = ApplicationCommunicator(django_asgi_app, scope)
+
+
+async def _get(path_: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    communicator = ApplicationCommunicator(django_asgi_app, _scope(path_))
     await communicator.send_input({"type": "http.request", "body": b""})
     start = await communicator.receive_output(5)
     body = await communicator.receive_output(5)
@@ -65,3 +107,54 @@ async def test_a_request_runs_its_middleware_and_view_and_gets_the_security_head
 async def test_an_unknown_path_is_a_404_through_the_sync_chain():
     status, _, _ = await _get("/no-such-page/")
     assert status == 404
+
+
+async def test_start_view_and_finish_run_in_one_thread_and_finish_before_the_response_is_sent(settings, events):
+    settings.ROOT_URLCONF = __name__
+    communicator = ApplicationCommunicator(django_asgi_app, _scope("/probe/"))
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(5)
+    # request_finished (the database connection back in the pool) came before the send
+    seen_before_the_send = list(events)
+    await communicator.receive_output(5)
+    await communicator.wait(5)
+    assert start["status"] == 200
+    thread = seen_before_the_send[0][1]
+    assert seen_before_the_send == [("started", thread), ("finished", thread)]
+    assert thread.startswith("http") and thread != threading.current_thread().name
+
+
+async def test_requests_share_a_fixed_pool_of_threads(settings, events):
+    settings.ROOT_URLCONF = __name__
+    for _ in range(3 * HTTP_THREADS):
+        assert (await _get("/probe/"))[0] == 200
+    names = {name for _, name in events}
+    assert len(names) <= HTTP_THREADS and all(name.startswith("http") for name in names)
+    assert len(events) == 2 * 3 * HTTP_THREADS
+
+
+async def test_a_streamed_response_is_sent_whole_and_then_closed(settings, events):
+    settings.ROOT_URLCONF = __name__
+    communicator = ApplicationCommunicator(django_asgi_app, _scope("/streamed/"))
+    await communicator.send_input({"type": "http.request", "body": b""})
+    assert (await communicator.receive_output(5))["status"] == 200
+    body, more = b"", True
+    while more:
+        message = await communicator.receive_output(5)
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    await communicator.wait(5)
+    assert body == b"ab"
+    assert [name for name, _ in events] == ["started", "finished"]
+
+
+async def test_a_client_gone_during_the_view_gets_nothing_and_the_request_still_finishes(settings, events):
+    settings.ROOT_URLCONF = __name__
+    communicator = ApplicationCommunicator(django_asgi_app, _scope("/slow/"))
+    await communicator.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.05)
+    await communicator.send_input({"type": "http.disconnect"})
+    await communicator.wait(5)
+    assert seen_threads  # the view ran to its end
+    assert [name for name, _ in events] == ["started", "finished"]
+    assert communicator.output_queue.empty()
