@@ -5,13 +5,13 @@ the same (an empty history), as the users page already lists everyone."""
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 
 from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
+from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row
 from messaging import history
 from messaging.errors import NotFound
 from messaging.models import DeliveryCursor, Membership, Message
@@ -139,8 +139,9 @@ def _socket_user_sql(vendor: str) -> str:
     membership = Membership._meta.db_table
     peers = f"SELECT p.peer_id FROM {membership} p WHERE p.user_id = u.id"  # noqa: S608 - table names from the models
     peer_ids = f"ARRAY({peers})" if vendor == "postgresql" else f"(SELECT group_concat(q.peer_id) FROM ({peers}) q)"  # noqa: S608
+    lean = ", ".join(f"u.{connection.ops.quote_name(column)}" for column in LEAN_USER_COLUMNS)
     return (
-        f"SELECT u.id, u.username, u.is_active, u.last_seen, u.password, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
+        f"SELECT {lean}, COALESCE("  # noqa: S608 - table names from the models, the id as a parameter
         f" (SELECT c.last_message_id FROM {cursor} c WHERE c.user_id = u.id),"
         f" (SELECT MAX(n.id) FROM ("
         f"  SELECT MAX(m.id) AS id FROM {message} m WHERE m.sender_id = u.id"
@@ -148,24 +149,6 @@ def _socket_user_sql(vendor: str) -> str:
         f" 0) AS newest_message_id, {peer_ids} AS peer_ids"
         f" FROM {user} u WHERE u.id = %s"
     )
-
-
-_SOCKET_USER_FIELDS = ("id", "username", "is_active", "last_seen", "password")
-
-
-@functools.cache
-def _socket_user_field_order() -> list[str]:
-    return [f.attname for f in User._meta.concrete_fields if f.attname in _SOCKET_USER_FIELDS]
-
-
-def _stored_datetime(value):
-    """A datetime column read with a plain cursor, as Django's converters would make
-    it: PostgreSQL gives it aware; SQLite naive (or as text), in UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
 
 
 def socket_user(*, user_id: int) -> User | None:
@@ -182,11 +165,8 @@ def socket_user(*, user_id: int) -> User | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    pk, username, is_active, last_seen, password, newest_message_id, peer_ids = row
-    loaded = {"id": pk, "username": username, "is_active": bool(is_active), "last_seen": _stored_datetime(last_seen)}
-    loaded["password"] = password
-    # from_db takes the values in the model's field order.
-    user = User.from_db(connection.alias, _SOCKET_USER_FIELDS, [loaded[name] for name in _socket_user_field_order()])
+    *lean, newest_message_id, peer_ids = row
+    user = user_from_lean_row(lean)
     user.newest_message_id = newest_message_id
     if peer_ids is None or isinstance(peer_ids, str):  # SQLite: comma-separated, NULL for none
         peer_ids = [int(peer_id) for peer_id in peer_ids.split(",")] if peer_ids else []
