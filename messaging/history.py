@@ -74,12 +74,10 @@ class _RedisHistory:
         self.fill_script = self.redis.register_script(_FILL)
 
     def get(self, conversation_id: int) -> list[dict] | None:
-        key = _key(conversation_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(key)
-        pipe.zrevrange(key, 0, -1)
-        exists, members = pipe.execute()
-        if not exists:
+        # An entry is never empty (a fill adds the placeholder, nothing removes the
+        # last message), so no members means no entry.
+        members = self.redis.zrevrange(_key(conversation_id), 0, -1)
+        if not members:
             return None
         return [orjson.loads(m) for m in members if m]
 
