@@ -10,8 +10,10 @@ It must never be wrong, so it only ever holds a true suffix of the conversation:
 - deleting or editing a message (admin) drops the entry; it refills on next read.
 
 With Redis the entry is a sorted set (score: message id), updated atomically by Lua so
-that any number of processes can add at once. Without Redis (embedded mode, one
-process) a dict under a lock does the same.
+that any number of processes can add at once; its key names the database's message
+table (`_database_epoch`), so that entries that outlived their database (restored from
+a backup, or made again as the tests and the benchmark do) are not read. Without Redis
+(embedded mode, one process) a dict under a lock does the same.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from functools import cache
 
 import orjson
 from django.conf import settings
+from django.db import connection
+
+from messaging.models import Message
 
 HISTORY_CACHE_SIZE = 50
 HISTORY_CACHE_TTL = 24 * 3600
@@ -54,8 +59,15 @@ return 1
 """
 
 
-def _key(conversation_id: int) -> str:
-    return f"chat:history:{conversation_id}"
+def _database_epoch() -> str:
+    """On PostgreSQL, the OID of the message table: new whenever the table is created
+    (a new database, `pg_restore --clean`), so a cache entry of the same conversation id
+    in a database that no longer exists is never taken for this one's."""
+    if connection.vendor != "postgresql":
+        return "0"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::regclass::oid", [Message._meta.db_table])
+        return str(cursor.fetchone()[0])
 
 
 def _pairs(messages: list[dict]) -> list:
@@ -70,13 +82,17 @@ class _RedisHistory:
         from django_redis import get_redis_connection
 
         self.redis = get_redis_connection("default")
+        self.prefix = f"chat:history:{_database_epoch()}:"
         self.append_script = self.redis.register_script(_APPEND)
         self.fill_script = self.redis.register_script(_FILL)
+
+    def _key(self, conversation_id: int) -> str:
+        return f"{self.prefix}{conversation_id}"
 
     def get(self, conversation_id: int) -> list[dict] | None:
         # An entry is never empty (a fill adds the placeholder, nothing removes the
         # last message), so no members means no entry.
-        members = self.redis.zrevrange(_key(conversation_id), 0, -1)
+        members = self.redis.zrevrange(self._key(conversation_id), 0, -1)
         if not members:
             return None
         return [orjson.loads(m) for m in members if m]
@@ -91,13 +107,14 @@ class _RedisHistory:
         args: list = [HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL]
         for messages in by_conversation.values():
             args += [len(messages), *_pairs(messages)]
-        self.append_script(keys=[_key(c) for c in by_conversation], args=args)
+        self.append_script(keys=[self._key(c) for c in by_conversation], args=args)
 
     def fill(self, conversation_id: int, messages: list[dict]) -> None:
-        self.fill_script(keys=[_key(conversation_id)], args=[HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)])
+        args = [HISTORY_CACHE_SIZE, HISTORY_CACHE_TTL, *_pairs(messages)]
+        self.fill_script(keys=[self._key(conversation_id)], args=args)
 
     def drop(self, conversation_id: int) -> None:
-        self.redis.delete(_key(conversation_id))
+        self.redis.delete(self._key(conversation_id))
 
 
 class _LocalHistory:

@@ -1,6 +1,7 @@
 """The recent-history cache is never stale and never missing a message."""
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -99,3 +100,24 @@ def test_editing_or_deleting_a_message_drops_the_cached_page(alice, bob):
     edited.save()
     gone.delete()
     assert [m["body"] for m in newest(alice, bob)["results"]] == ["edited"]
+
+
+@pytest.mark.stack
+def test_a_cache_left_by_another_database_with_the_same_ids_is_not_read(alice, bob, monkeypatch):
+    """A restored backup or a database made again has the same conversation ids; the
+    entries the old one left in Redis (here: under another message table's OID) are
+    not its."""
+    say(alice, bob, "before the restore")
+    newest(alice, bob)  # cached
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT oid FROM pg_class WHERE relname = %s", [Message._meta.db_table])
+        (oid,) = cursor.fetchone()
+        assert history._database_epoch() == str(oid)
+        # The restore: the same conversation without that message, behind the app's back.
+        cursor.execute(f"UPDATE {Conversation._meta.db_table} SET last_message_id = NULL")
+        cursor.execute(f"DELETE FROM {Message._meta.db_table}")
+    monkeypatch.setattr(history, "_database_epoch", lambda: str(oid + 1), raising=False)
+    history.history_cache_reset()
+    say(alice, bob, "after the restore")
+    assert [m["body"] for m in newest(alice, bob)["results"]] == ["after the restore"]
+    assert history._backend().prefix == f"chat:history:{oid + 1}:"
