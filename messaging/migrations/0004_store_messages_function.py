@@ -1,7 +1,8 @@
 """`messaging_store_messages()`: the write of a batch of sends, in PostgreSQL, in one
 round trip (see `messaging.services._store_postgresql`). SQLite keeps the ORM path.
 
-A change to the tables it writes needs a new migration that replaces the function.
+A change to the tables it writes needs a new migration that replaces the function, and
+sets its `plan_cache_mode` again (0005).
 """
 
 from django.db import migrations
