@@ -100,6 +100,7 @@ async def drive(
     await client.connect_users(users, ws_urls, args.extra_socket_every)
     phases["connect"] = {"sockets": len(client.sockets), "seconds": round(time.perf_counter() - started, 3)}
     phases["warmup"] = await client.warmup()
+    await asyncio.to_thread(stack.analyze)
     phases["warmup"]["settle_seconds"] = await settle(pids)
     log(f"{label}: {len(client.sockets)} sockets connected, warm-up {phases['warmup']}")
 
