@@ -16,7 +16,8 @@ builds the sync chain, as under WSGI, and runs `request_started`, the chain with
 view, and (for a response that is not streamed) `response.close()` in one hop to a
 thread of a fixed pool, as a WSGI server's threads would. Reading the request body and
 sending the response stay on the event loop, so a slow client holds no thread; a
-streamed response (a static file) is closed after it is sent.
+streamed response (a static file) is read and then closed as Django's handler does,
+in a thread of the request's own, made only for it.
 
 Database connections are per thread as under WSGI: taken from the pool for a request
 and given back by `request_finished`, before the response goes out.
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
@@ -50,7 +51,11 @@ class OneHopASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+        # As Django's handler: thread-sensitive work of this request (reading a streamed
+        # response's sync iterator, closing it) gets a thread of its own, made only if
+        # there is any, instead of the one thread Channels' database calls share.
+        async with ThreadSensitiveContext():
+            await self.handle(scope, receive, send)
 
     def _in_thread(self, func, *args):
         return sync_to_async(func, thread_sensitive=False, executor=self.executor)(*args)
@@ -97,9 +102,11 @@ class OneHopASGIHandler(ASGIHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         try:
-            response = await responding
+            # Shielded too: a cancelled application (daphne's close timeout) must not
+            # cancel the view's thread's waits and lose its response's close().
+            response = await asyncio.shield(responding)
             if response.streaming:
-                await self._in_thread(response.close)
+                await sync_to_async(response.close)()  # the thread that read it
         finally:
             body_file.close()
 

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.core.signals import request_finished, request_started
 from django.http import StreamingHttpResponse
@@ -41,7 +41,34 @@ def _streamed_view(request):
     return StreamingHttpResponse(_parts())
 
 
-urlpatterns = [path("probe/", _view), path("slow/", _slow_view), path("streamed/", _streamed_view)]
+iterated_in: list[int] = []
+waited: list[bool] = []
+
+
+def _waiting_view(request):
+    # As a REST send waits for its message to be published (delivery.flush_sync).
+    async_to_sync(asyncio.sleep)(0.3)
+    waited.append(True)
+    return _view(request)
+
+
+def _sync_parts():
+    iterated_in.append(threading.get_ident())
+    yield b"x"
+
+
+def _file_like_view(request):
+    # WhiteNoise's file responses are sync iterators like this one.
+    return StreamingHttpResponse(_sync_parts())
+
+
+urlpatterns = [
+    path("probe/", _view),
+    path("slow/", _slow_view),
+    path("streamed/", _streamed_view),
+    path("file-like/", _file_like_view),
+    path("waiting/", _waiting_view),
+]
 
 
 @pytest.fixture
@@ -158,3 +185,29 @@ async def test_a_client_gone_during_the_view_gets_nothing_and_the_request_still_
     assert seen_threads  # the view ran to its end
     assert [name for name, _ in events] == ["started", "finished"]
     assert communicator.output_queue.empty()
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+async def test_a_sync_streamed_response_is_not_read_on_the_thread_channels_database_calls_share(settings, events):
+    settings.ROOT_URLCONF = __name__
+    iterated_in.clear()
+    shared = await sync_to_async(threading.get_ident)()  # thread-sensitive, outside any request
+    status, _, body = await _get("/file-like/")
+    assert status == 200 and body == b"x"
+    assert iterated_in and iterated_in[0] != shared
+    assert [name for name, _ in events] == ["started", "finished"]
+
+
+async def test_a_cancelled_application_does_not_cut_short_the_view_or_lose_its_finish(settings, events):
+    """daphne cancels the application some seconds after the client went away."""
+    settings.ROOT_URLCONF = __name__
+    waited.clear()
+    communicator = ApplicationCommunicator(django_asgi_app, _scope("/waiting/"))
+    await communicator.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.05)
+    await communicator.send_input({"type": "http.disconnect"})
+    await asyncio.sleep(0.05)
+    communicator.future.cancel()
+    await asyncio.sleep(0.6)
+    assert waited == [True]
+    assert [name for name, _ in events] == ["started", "finished"]
