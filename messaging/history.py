@@ -10,9 +10,9 @@ It must never be wrong, so it only ever holds a true suffix of the conversation:
 - deleting or editing a message (admin) drops the entry; it refills on next read.
 
 With Redis the entry is a sorted set (score: message id), updated atomically by Lua so
-that any number of processes can add at once; its key names the database's message
-table (`_database_epoch`), so that entries that outlived their database (restored from
-a backup, or made again as the tests and the benchmark do) are not read. Without Redis
+that any number of processes can add at once; its key names the database
+(`_database_epoch`), so that entries that outlived their database (restored from a
+backup, or made again as the tests and the benchmark do) are not read. Without Redis
 (embedded mode, one process) a dict under a lock does the same.
 """
 
@@ -60,14 +60,25 @@ return 1
 
 
 def _database_epoch() -> str:
-    """On PostgreSQL, the OID of the message table: new whenever the table is created
-    (a new database, `pg_restore --clean`), so a cache entry of the same conversation id
-    in a database that no longer exists is never taken for this one's."""
-    if connection.vendor != "postgresql":
-        return "0"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT %s::regclass::oid", [Message._meta.db_table])
-        return str(cursor.fetchone()[0])
+    """What tells this database from any other that had the same conversation ids:
+    when its messaging tables were first migrated (new in a new database or cluster)
+    and, on PostgreSQL, the OID of the message table (new whenever the table is made
+    again, as `pg_restore --clean` does). A cache entry of a database that no longer
+    exists is then never taken for this one's."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    applied = (
+        MigrationRecorder(connection)
+        .migration_qs.filter(app="messaging", name="0001_initial")
+        .values_list("applied", flat=True)
+        .first()
+    )
+    epoch = f"{applied.timestamp():.6f}" if applied else "0"
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s::regclass::oid", [Message._meta.db_table])
+            epoch = f"{cursor.fetchone()[0]}.{epoch}"
+    return epoch
 
 
 def _pairs(messages: list[dict]) -> list:

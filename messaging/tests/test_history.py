@@ -1,5 +1,7 @@
 """The recent-history cache is never stale and never missing a message."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.urls import reverse
@@ -105,19 +107,36 @@ def test_editing_or_deleting_a_message_drops_the_cached_page(alice, bob):
 @pytest.mark.stack
 def test_a_cache_left_by_another_database_with_the_same_ids_is_not_read(alice, bob, monkeypatch):
     """A restored backup or a database made again has the same conversation ids; the
-    entries the old one left in Redis (here: under another message table's OID) are
-    not its."""
+    entries the old one left in Redis (here: under another epoch) are not its."""
     say(alice, bob, "before the restore")
     newest(alice, bob)  # cached
     with connection.cursor() as cursor:
         cursor.execute("SELECT oid FROM pg_class WHERE relname = %s", [Message._meta.db_table])
         (oid,) = cursor.fetchone()
-        assert history._database_epoch() == str(oid)
+        cursor.execute("SELECT applied FROM django_migrations WHERE app = 'messaging' AND name = '0001_initial'")
+        (applied,) = cursor.fetchone()
         # The restore: the same conversation without that message, behind the app's back.
         cursor.execute(f"UPDATE {Conversation._meta.db_table} SET last_message_id = NULL")
         cursor.execute(f"DELETE FROM {Message._meta.db_table}")
-    monkeypatch.setattr(history, "_database_epoch", lambda: str(oid + 1), raising=False)
+    epoch = history._database_epoch()
+    assert epoch == f"{oid}.{applied.timestamp():.6f}"
+    assert history._backend().prefix == f"chat:history:{epoch}:"
+    monkeypatch.setattr(history, "_database_epoch", lambda: f"{oid + 1}.{applied.timestamp():.6f}")
     history.history_cache_reset()
     say(alice, bob, "after the restore")
     assert [m["body"] for m in newest(alice, bob)["results"]] == ["after the restore"]
-    assert history._backend().prefix == f"chat:history:{oid + 1}:"
+
+
+def test_the_cache_epoch_changes_with_a_database_migrated_anew():
+    """A new database (or cluster: its OIDs start over) was migrated at another time."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    first = MigrationRecorder.Migration.objects.filter(app="messaging", name="0001_initial")
+    applied = first.get().applied
+    before = history._database_epoch()
+    try:
+        first.update(applied=applied + timedelta(days=1))
+        assert history._database_epoch() != before
+    finally:
+        first.update(applied=applied)
+    assert history._database_epoch() == before
