@@ -20,11 +20,19 @@ class JWTAuthentication(SimpleJWTAuthentication):
     their errors are simplejwt's `get_user`'s."""
 
     def get_user(self, validated_token: Token) -> User:
+        return self.check_user(validated_token, user_lean(user_id=self.user_id(validated_token)))
+
+    @staticmethod
+    def user_id(validated_token: Token) -> int:
         try:
-            user_id = int(validated_token[api_settings.USER_ID_CLAIM])
+            return int(validated_token[api_settings.USER_ID_CLAIM])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidToken(_("Token contained no recognizable user identification")) from exc
-        user = user_lean(user_id=user_id)
+
+    @staticmethod
+    def check_user(validated_token: Token, user: User | None) -> User:
+        """The user the token names, however it was loaded, if the token may still act
+        for them; raises `AuthenticationFailed` otherwise."""
         if user is None:
             raise AuthenticationFailed(_("User not found"), code="user_not_found")
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:

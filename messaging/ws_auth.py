@@ -22,11 +22,10 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
-from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.utils import get_md5_hash_password
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.exceptions import TokenError
 
+from accounts.authentication import JWTAuthentication
 from messaging.selectors import socket_user
 
 logger = logging.getLogger(__name__)
@@ -62,21 +61,15 @@ class OriginCheckMiddleware:
 @database_sync_to_async
 def _user_from_token(raw: str):
     """The active user an access token names, loaded with what the consumer needs
-    (`messaging.selectors.socket_user`): simplejwt's checks (`JWTAuthentication.get_user`)
-    on one query of our own. A refresh token has the wrong token type."""
+    (`messaging.selectors.socket_user`), with the REST API's checks
+    (`accounts.authentication.JWTAuthentication`). A refresh token has the wrong token
+    type."""
+    auth = JWTAuthentication()
     try:
-        token = JWTAuthentication().get_validated_token(raw)
-        user_id = int(token[jwt_settings.USER_ID_CLAIM])  # simplejwt writes it as a string
-    except (InvalidToken, TokenError, KeyError, TypeError, ValueError):
+        token = auth.get_validated_token(raw)
+        return auth.check_user(token, socket_user(user_id=auth.user_id(token)))
+    except (AuthenticationFailed, TokenError):
         return None
-    user = socket_user(user_id=user_id)
-    if user is None or (jwt_settings.CHECK_USER_IS_ACTIVE and not user.is_active):
-        return None
-    if jwt_settings.CHECK_REVOKE_TOKEN and token.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
-        user.password
-    ):
-        return None
-    return user
 
 
 def _token_from_frame(event: dict) -> str | None:
