@@ -110,7 +110,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Subscribe before `ready`: every message stored after `ready` reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.last_heartbeat = time.monotonic()
-        came_online, count, last_id = await database_sync_to_async(_open_connection)(self.user, self.channel_name)
+        # A token socket's user came with its newest message id (socket_user): then this
+        # is Redis only, and needs neither the database thread (which the handshakes of
+        # other sockets are waiting for) nor its connection checks.
+        if getattr(self.user, "newest_message_id", None) is None:
+            open_connection = database_sync_to_async(_open_connection)
+        else:
+            open_connection = sync_to_async(_open_connection, thread_sensitive=False)
+        came_online, count, last_id = await open_connection(self.user, self.channel_name)
         if count > settings.MAX_CONNECTIONS_PER_USER:
             await self._leave()
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
