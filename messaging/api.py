@@ -76,6 +76,11 @@ class ConversationListView(APIView):
 
 
 class MessagesView(APIView):
+    def load_authenticated_user(self, user_id: int):
+        """The token's user (accounts.authentication), read together with the
+        conversation with the peer, which the history selector then finds loaded."""
+        return selectors.user_with_conversation(user_id=user_id, peer_username=self.kwargs["username"])
+
     @extend_schema(
         parameters=[
             OpenApiParameter(

@@ -11,7 +11,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row
+from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row, user_lean
 from messaging import history
 from messaging.errors import NotFound
 from messaging.models import DeliveryCursor, Membership, Message
@@ -60,16 +60,50 @@ def _conversation_for_sql() -> str:
 
 def conversation_for(*, user: User, peer_username: str) -> tuple[User, int | None]:
     """The peer (`id` and `username` only) and the id of the conversation with them
-    (None when they never talked), in one query. Raises `NotFound` when there is no
-    such active user."""
-    row = None
-    if "\x00" not in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
+    (None when they never talked), in one query, or none when `user` was loaded with
+    it (`user_with_conversation`). Raises `NotFound` when there is no such active
+    user."""
+    prefetched = user.__dict__.get("conversation_prefetch")
+    if prefetched is not None and prefetched[0] == peer_username:
+        row = prefetched[1]
+    elif "\x00" in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
+        row = None
+    else:
         with connection.cursor() as cursor:
             cursor.execute(_conversation_for_sql(), [user.pk, peer_username])
             row = cursor.fetchone()
     if row is None or row[0] == user.pk:
         raise NotFound(f"No user named {peer_username!r}.")
     return User(id=row[0], username=peer_username), row[1]
+
+
+@functools.cache
+def _user_with_conversation_sql() -> str:
+    user, membership = User._meta.db_table, Membership._meta.db_table
+    lean = ", ".join(f"u.{connection.ops.quote_name(column)}" for column in LEAN_USER_COLUMNS)
+    return (
+        f"SELECT {lean}, p.id, (SELECT m.conversation_id FROM {membership} m"  # noqa: S608 - table names from the models, values as parameters
+        f" WHERE m.user_id = u.id AND m.peer_id = p.id)"
+        f" FROM {user} u LEFT JOIN {user} p ON p.username = %s AND p.is_active WHERE u.id = %s"
+    )
+
+
+def user_with_conversation(*, user_id: int, peer_username: str) -> User | None:
+    """The user as `accounts.selectors.user_lean` loads them, with what
+    `conversation_for(user=..., peer_username=...)` would read, in one query: a
+    request about one conversation (a history page) then makes one query, not two.
+    None when there is no such user."""
+    if "\x00" in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
+        return user_lean(user_id=user_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_user_with_conversation_sql(), [peer_username, user_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    *lean, peer_id, conversation_id = row
+    user = user_from_lean_row(lean)
+    user.conversation_prefetch = (peer_username, None if peer_id is None else (peer_id, conversation_id))
+    return user
 
 
 def _usernames(user: User, peer: User) -> dict[int, str]:

@@ -51,6 +51,27 @@ def test_a_token_is_refused_once_its_user_cannot_use_it(change, code):
     assert refused.status_code == 401 and refused.json()["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda user: UserFactory._meta.model.objects.filter(pk=user.pk).update(is_active=False), "user_inactive"),
+        (lambda user: user.delete(), "user_not_found"),
+        (lambda user: (user.set_password("a-brand-new-password-7"), user.save()), "password_changed"),
+    ],
+    ids=["inactive", "deleted", "new password"],
+)
+def test_a_view_that_loads_the_user_itself_gets_the_same_refusals(change, code):
+    """`load_authenticated_user` (the history view's) replaces the read, not the checks."""
+    user = UserFactory(username="alice")
+    UserFactory(username="bob")
+    client = bearer(AccessToken.for_user(user))
+    url = reverse("api-messages", args=["bob"])
+    assert client.get(url).status_code == 200
+    change(user)
+    refused = client.get(url)
+    assert refused.status_code == 401 and refused.json()["code"] == code
+
+
 @pytest.mark.parametrize("user_id", ["not-a-number", None])
 def test_a_signed_token_without_a_usable_user_id_is_refused(user_id):
     token = AccessToken.for_user(UserFactory(username="alice"))

@@ -164,3 +164,34 @@ def test_bad_query_parameters_are_400(alice, bob):
     assert client.get(messages_url("bob"), {"before": "abc"}).status_code == 400
     assert client.get(messages_url("bob"), {"page_size": 0}).status_code == 400
     assert client.get(messages_url("bob"), {"page_size": 500}).status_code == 400
+
+
+def _bearer(user) -> APIClient:
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+    return client
+
+
+def test_a_cached_history_page_by_token_is_one_query(alice, bob):
+    """The token's user and the conversation are read together
+    (messaging.selectors.user_with_conversation); the page comes from the cache."""
+    sent = say(alice, bob, "hello")
+    client = _bearer(alice)
+    assert [m["id"] for m in client.get(messages_url("bob")).json()["results"]] == [sent.pk]  # fills the cache
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(messages_url("bob")).json()
+    assert [m["body"] for m in page["results"]] == ["hello"]
+    assert len(queries) == 1
+
+
+def test_history_by_token_answers_as_by_session_for_every_kind_of_peer(alice, bob, carol):
+    say(alice, bob, "hello")
+    UserFactory(username="gone", is_active=False)
+    for name in ("bob", "carol", "alice", "gone", "ghost", "nul\x00name"):
+        by_token = _bearer(alice).get(messages_url(name))
+        by_session = client_for(alice).get(messages_url(name))
+        assert (by_token.status_code, by_token.json()) == (by_session.status_code, by_session.json()), name
+    assert _bearer(alice).get(messages_url("carol")).json() == {"results": [], "next": None}
+    assert _bearer(alice).get(messages_url("gone")).status_code == 404
