@@ -104,9 +104,24 @@ def raise_open_files_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def python_loop_ms(rounds: int = 5) -> float:
+    """The fastest of `rounds` runs of a fixed pure-Python loop, in ms: how fast this
+    host runs Python right now. Shared hosts vary (the same loop has taken 0.41 to
+    0.72 s here minutes apart), so runs are compared by it and by the baselines."""
+    best = float("inf")
+    for _ in range(rounds):
+        begun = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - begun)
+    return round(best * 1000, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.now(UTC)
+    speed_at_start = python_loop_ms()
     open_files = raise_open_files_limit()
     setup = stack.prepare(args.database, args.chat_rate_limit)
     log(f"database {setup.database_name} created; Redis {setup.redis_url}")
@@ -137,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.drop_database(os.environ["DATABASE_URL"], setup.database_name)
 
     results = build_results(args, started, runs, open_files)
+    speed = {"start": speed_at_start, "end": python_loop_ms()}
+    results["machine"]["python_loop_ms"] = speed
+    results["notes"].append(
+        f"Host speed: a fixed pure-Python loop took {speed['start']} ms before the run and {speed['end']} ms "
+        "after it (less is faster); compare runs by it and by the baselines."
+    )
     from bench.report import render
 
     table = render(results)

@@ -51,3 +51,6 @@ def test_quick_benchmark_delivers_every_message_once_in_order_and_writes_json(tm
     assert project["history"]["pages"] > 0
     assert project["idle"]["connections"] > 0
     assert "lost" in result.stdout and str(written) in result.stdout
+    speed = results["machine"]["python_loop_ms"]
+    assert speed["start"] > 0 and speed["end"] > 0
+    assert f"took {speed['start']} ms before the run" in result.stdout
