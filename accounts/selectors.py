@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from django.db import connection
 from django.db.models import QuerySet
 
 from accounts.models import User
+from chatproject.db import stored_datetime
 
 # What requests and sockets read of their user; the other fields load when first used.
 LEAN_USER_COLUMNS = ("id", "username", "is_active", "last_seen", "password")
@@ -50,7 +50,7 @@ def user_from_lean_row(row: Sequence) -> User:
         "id": pk,
         "username": username,
         "is_active": bool(is_active),
-        "last_seen": _stored_datetime(last_seen),
+        "last_seen": stored_datetime(last_seen),
         "password": password,
     }
     # from_db takes the values in the model's field order.
@@ -66,13 +66,3 @@ def _lean_user_sql() -> str:
 @functools.cache
 def _lean_field_order() -> list[str]:
     return [f.attname for f in User._meta.concrete_fields if f.attname in LEAN_USER_COLUMNS]
-
-
-def _stored_datetime(value):
-    """A datetime column read with a plain cursor, as Django's converters would make
-    it: PostgreSQL gives it aware; SQLite naive (or as text), in UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value

@@ -1,8 +1,10 @@
-"""PostgreSQL connection pool helpers."""
+"""Database helpers: the PostgreSQL connection pool's check, and values read with a
+plain cursor."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from psycopg_pool import ConnectionPool
 
@@ -32,3 +34,13 @@ def use_recent_check(sender, connection, **kwargs) -> None:
     pool = connection.pool if connection.vendor == "postgresql" else None
     if pool is not None and pool._check is not check_unless_recent:
         pool._check = check_unless_recent
+
+
+def stored_datetime(value: datetime | str | None) -> datetime | None:
+    """A datetime column read with a plain cursor, as Django's converters would make
+    it: PostgreSQL gives it aware; SQLite naive (or as text), in UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value

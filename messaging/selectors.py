@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row, user_lean
+from chatproject.db import stored_datetime
 from messaging import history
 from messaging.errors import NotFound
 from messaging.models import DeliveryCursor, Membership, Message
@@ -113,6 +114,18 @@ def _usernames(user: User, peer: User) -> dict[int, str]:
 _MESSAGE_FIELDS = ("id", "sender_id", "recipient_id", "body", "created_at", "client_id")
 
 
+@functools.cache
+def _history_sql(before: bool) -> str:
+    """Messages of a conversation with id > after (and < before), newest first, at most
+    `count`: what the history page and the cache's fill read."""
+    columns = ", ".join(connection.ops.quote_name(Message._meta.get_field(name).column) for name in _MESSAGE_FIELDS)
+    older = " AND id < %s" if before else ""
+    return (
+        f"SELECT {columns} FROM {Message._meta.db_table}"  # noqa: S608 - names from the model, values as parameters
+        f" WHERE conversation_id = %s AND id > %s{older} ORDER BY id DESC LIMIT %s"
+    )
+
+
 def message_history(*, user: User, peer_username: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
     """A page of the conversation with the peer, newest first: the `limit` messages
     older than `before` (or the newest). Returns (messages, whether older ones exist).
@@ -123,23 +136,23 @@ def message_history(*, user: User, peer_username: str, before: int | None, limit
     usernames = _usernames(user, peer)
 
     def load(after_id: int, before_id: int | None = None, count: int = history.HISTORY_CACHE_SIZE) -> list[dict]:
-        rows = Message.objects.filter(conversation_id=conversation_id, id__gt=after_id)
-        if before_id is not None:
-            rows = rows.filter(id__lt=before_id)
-        # Tuples, not model instances: a page is read often and building 50 models
-        # was most of its cost.
+        # Tuples from a plain cursor, not model instances: building 50 models was most
+        # of a page's cost, and building the query with the ORM a quarter of what was
+        # left.
+        params = [conversation_id, after_id, *([] if before_id is None else [before_id]), count]
+        with connection.cursor() as cursor:
+            cursor.execute(_history_sql(before_id is not None), params)
+            rows = cursor.fetchall()
         return [
             {
                 "id": pk,
                 "sender": usernames[sender_id],
                 "recipient": usernames[recipient_id],
                 "body": body,
-                "created_at": iso_utc(created_at),
+                "created_at": iso_utc(stored_datetime(created_at)),
                 "client_id": client_id,
             }
-            for pk, sender_id, recipient_id, body, created_at, client_id in rows.order_by("-id").values_list(
-                *_MESSAGE_FIELDS
-            )[:count]
+            for pk, sender_id, recipient_id, body, created_at, client_id in rows
         ]
 
     if before is None and limit <= history.HISTORY_CACHE_SIZE:

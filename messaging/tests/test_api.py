@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from accounts import presence
 from accounts.tests.factories import UserFactory
 from messaging.models import Message
+from messaging.serializers import message_dict
 from messaging.services import conversation_mark_read, message_send
 
 pytestmark = pytest.mark.django_db
@@ -85,6 +86,9 @@ def test_history_is_newest_first_and_follows_next_to_older_pages(alice, bob):
         seen += page["results"]
     assert [m["id"] for m in seen] == [m.pk for m in reversed(sent)]
     assert set(seen[0]) == {"id", "sender", "recipient", "body", "created_at", "client_id"}
+    # Pages read from the database (`before`) and from the cache say the same as the
+    # message itself, to the microsecond.
+    assert seen == [message_dict(m) for m in reversed(sent)]
 
 
 def test_history_with_someone_never_talked_to_is_empty_and_unknown_users_are_404(alice, bob):
