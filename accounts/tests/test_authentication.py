@@ -33,7 +33,8 @@ def test_the_user_is_read_in_one_query_and_the_fields_it_did_not_read_load_when_
     assert me.status_code == 200 and me.json()["username"] == "alice"
 
 
-@pytest.mark.parametrize(
+# What makes a signed token unusable, and the code it is refused with.
+user_changes = pytest.mark.parametrize(
     ("change", "code"),
     [
         (lambda user: UserFactory._meta.model.objects.filter(pk=user.pk).update(is_active=False), "user_inactive"),
@@ -42,6 +43,9 @@ def test_the_user_is_read_in_one_query_and_the_fields_it_did_not_read_load_when_
     ],
     ids=["inactive", "deleted", "new password"],
 )
+
+
+@user_changes
 def test_a_token_is_refused_once_its_user_cannot_use_it(change, code):
     user = UserFactory(username="alice")
     client = bearer(AccessToken.for_user(user))
@@ -51,15 +55,7 @@ def test_a_token_is_refused_once_its_user_cannot_use_it(change, code):
     assert refused.status_code == 401 and refused.json()["code"] == code
 
 
-@pytest.mark.parametrize(
-    ("change", "code"),
-    [
-        (lambda user: UserFactory._meta.model.objects.filter(pk=user.pk).update(is_active=False), "user_inactive"),
-        (lambda user: user.delete(), "user_not_found"),
-        (lambda user: (user.set_password("a-brand-new-password-7"), user.save()), "password_changed"),
-    ],
-    ids=["inactive", "deleted", "new password"],
-)
+@user_changes
 def test_a_view_that_loads_the_user_itself_gets_the_same_refusals(change, code):
     """`load_authenticated_user` (the history view's) replaces the read, not the checks."""
     user = UserFactory(username="alice")
