@@ -11,7 +11,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row, user_lean
+from accounts.selectors import LEAN_USER_COLUMNS, user_from_lean_row
 from chatproject.db import stored_datetime
 from messaging import history
 from messaging.errors import NotFound
@@ -50,36 +50,8 @@ def conversation_list(*, user: User):
 
 
 @functools.cache
-def _conversation_for_sql() -> str:
-    # Written out: building the subquery with the ORM cost more than running it.
-    user, membership = User._meta.db_table, Membership._meta.db_table
-    return (
-        f"SELECT u.id, (SELECT m.conversation_id FROM {membership} m"  # noqa: S608 - table names from the models, values as parameters
-        f" WHERE m.user_id = u.id AND m.peer_id = %s) FROM {user} u WHERE u.username = %s AND u.is_active"
-    )
-
-
-def conversation_for(*, user: User, peer_username: str) -> tuple[User, int | None]:
-    """The peer (`id` and `username` only) and the id of the conversation with them
-    (None when they never talked), in one query, or none when `user` was loaded with
-    it (`user_with_conversation`). Raises `NotFound` when there is no such active
-    user."""
-    prefetched = user.__dict__.get("conversation_prefetch")
-    if prefetched is not None and prefetched[0] == peer_username:
-        row = prefetched[1]
-    elif "\x00" in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
-        row = None
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(_conversation_for_sql(), [user.pk, peer_username])
-            row = cursor.fetchone()
-    if row is None or row[0] == user.pk:
-        raise NotFound(f"No user named {peer_username!r}.")
-    return User(id=row[0], username=peer_username), row[1]
-
-
-@functools.cache
 def _user_with_conversation_sql() -> str:
+    # Written out: building the subquery with the ORM cost more than running it.
     user, membership = User._meta.db_table, Membership._meta.db_table
     lean = ", ".join(f"u.{connection.ops.quote_name(column)}" for column in LEAN_USER_COLUMNS)
     return (
@@ -89,21 +61,47 @@ def _user_with_conversation_sql() -> str:
     )
 
 
+def _read_user_with_conversation(user_id: int, peer_username: str) -> tuple | None:
+    """The user's `LEAN_USER_COLUMNS`, then the peer's id (None when there is no such
+    active user) and the id of their conversation (None when they never talked); None
+    when there is no such user."""
+    # No name has a NUL, and PostgreSQL refuses one in a query: NULL matches nobody.
+    name = None if "\x00" in peer_username else peer_username
+    with connection.cursor() as cursor:
+        cursor.execute(_user_with_conversation_sql(), [name, user_id])
+        return cursor.fetchone()
+
+
+def _peer_of(row: tuple | None) -> tuple[int, int | None] | None:
+    if row is None or row[-2] is None:
+        return None
+    return row[-2], row[-1]
+
+
+def conversation_for(*, user: User, peer_username: str) -> tuple[User, int | None]:
+    """The peer (`id` and `username` only) and the id of the conversation with them
+    (None when they never talked), in one query, or none when `user` was loaded with
+    it (`user_with_conversation`). Raises `NotFound` when there is no such active
+    user."""
+    prefetched = user.__dict__.get("conversation_prefetch")
+    if prefetched is None or prefetched[0] != peer_username:
+        prefetched = (peer_username, _peer_of(_read_user_with_conversation(user.pk, peer_username)))
+    peer = prefetched[1]
+    if peer is None or peer[0] == user.pk:
+        raise NotFound(f"No user named {peer_username!r}.")
+    return User(id=peer[0], username=peer_username), peer[1]
+
+
 def user_with_conversation(*, user_id: int, peer_username: str) -> User | None:
     """The user as `accounts.selectors.user_lean` loads them, with what
     `conversation_for(user=..., peer_username=...)` would read, in one query: a
     request about one conversation (a history page) then makes one query, not two.
     None when there is no such user."""
-    if "\x00" in peer_username:  # no name has one, and PostgreSQL refuses NUL in a query
-        return user_lean(user_id=user_id)
-    with connection.cursor() as cursor:
-        cursor.execute(_user_with_conversation_sql(), [peer_username, user_id])
-        row = cursor.fetchone()
+    row = _read_user_with_conversation(user_id, peer_username)
     if row is None:
         return None
-    *lean, peer_id, conversation_id = row
-    user = user_from_lean_row(lean)
-    user.conversation_prefetch = (peer_username, None if peer_id is None else (peer_id, conversation_id))
+    user = user_from_lean_row(row[: len(LEAN_USER_COLUMNS)])
+    user.conversation_prefetch = (peer_username, _peer_of(row))
     return user
 
 
