@@ -39,8 +39,9 @@ ws_close.install()
 # other), and a collection holds the GIL while it frees them. At 20,000 allocations a
 # collection under the history load took 15-18 ms and showed in the history p99;
 # at 2,000 a young collection takes 1.6 ms (p50; at most 4.5) and a middle one 5.5,
-# for about the same total (`make bench --history-seconds 20`: history p99 16-17 ->
-# 13.5 ms, chat p99 meanwhile 18-21 -> 15-17 ms; idle connect CPU unchanged).
+# for about the same total (`make bench BENCH_ARGS="--systems project --processes 1
+# --idle 0 --history-seconds 20"`: history p99 16-17 -> 13.5 ms, chat p99 meanwhile
+# 18-21 -> 15-17 ms; idle connect CPU unchanged in full runs).
 gc.freeze()
 gc.set_threshold(2_000, 10, 100)
 
